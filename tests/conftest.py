@@ -1,0 +1,89 @@
+"""Session-wide real infrastructure for tests: PostgreSQL database, Kafka-compatible broker, Redis.
+
+Each pytest session gets its own PostgreSQL database (migrated with Alembic) and its own broker
+on a free port, so parallel runs never collide. Everything started here is stopped here.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from shared.broker import free_port, start_broker
+from shared.config import CommonSettings
+
+PG_ADMIN_URL = os.environ.get("RECSYS_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("RECSYS_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session."""
+    from shared.db import get_engine, upgrade_database
+
+    name = f"recsys_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    upgrade_database(url)
+    yield url
+    get_engine(url).dispose()
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A tansu broker on a free port; yields its bootstrap address."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    proc = start_broker("127.0.0.1", port, log_path=log)
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """Redis on this machine; a random DB number keeps parallel sessions apart."""
+    import redis
+
+    db = int(uuid.uuid4().int % 14) + 1
+    url = f"{REDIS_URL}/{db}"
+    redis.Redis.from_url(url).ping()
+    return url
+
+
+@pytest.fixture(scope="session")
+def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("recsys-home")
+
+
+@pytest.fixture(scope="session")
+def settings(pg_url: str, broker: str, redis_url: str, session_home: Path) -> CommonSettings:
+    """Settings pointing at the session's real PostgreSQL, broker and Redis."""
+    return CommonSettings(
+        ENVIRONMENT="test",
+        HOME=session_home,
+        DATABASE_URL=pg_url,
+        KAFKA_BOOTSTRAP=broker,
+        CELERY_BROKER_URL=redis_url,
+        CELERY_RESULT_BACKEND=redis_url,
+        TOPIC_PREFIX="",
+    )
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique string for ids, topics and consumer groups of one test."""
+    return uuid.uuid4().hex[:10]
