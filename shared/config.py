@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_HOME = Path(".recsys")
 
@@ -34,7 +35,7 @@ class CommonSettings(BaseSettings):
     TOPIC_PREFIX: str = Field("", description="prefix for every topic name (multi-tenant clusters)")
     CELERY_BROKER_URL: str = Field("", description="empty = SQLAlchemy transport on SQLite under HOME")
     CELERY_RESULT_BACKEND: str = ""
-    API_KEYS: list[str] = Field(default_factory=list, description="bearer keys for write endpoints")
+    API_KEYS: Annotated[list[str], NoDecode] = Field(default_factory=list, description="bearer keys for write endpoints")
     ADMIN_KEY: str | None = Field(None, description="bearer key for admin endpoints (train)")
     LOG_JSON: bool = False
     LOG_LEVEL: str = "INFO"
@@ -58,7 +59,9 @@ class CommonSettings(BaseSettings):
         if isinstance(v, str):
             v = v.strip()
             if v.startswith("["):
-                return v  # JSON list
+                import json
+
+                return json.loads(v)
             return [k.strip() for k in v.split(",") if k.strip()]
         return v
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import TopicAlreadyExistsError
+from kafka.serializer import Serializer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from shared.config import CommonSettings
@@ -40,8 +41,14 @@ def _common(settings: CommonSettings) -> dict[str, Any]:
     return conf
 
 
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), default=str).encode()
+class _JsonValue(Serializer):
+    def serialize(self, topic: str, headers: Any, value: Any) -> bytes:
+        return json.dumps(value, separators=(",", ":"), default=str).encode()
+
+
+class _StrKey(Serializer):
+    def serialize(self, topic: str, headers: Any, key: Any) -> bytes | None:
+        return key.encode() if isinstance(key, str) else key
 
 
 def make_producer(settings: CommonSettings, **overrides: Any) -> KafkaProducer:
@@ -51,8 +58,8 @@ def make_producer(settings: CommonSettings, **overrides: Any) -> KafkaProducer:
         "linger_ms": 5,
         "max_block_ms": 5_000,  # fail fast when the broker is down; the outbox retries later
         "request_timeout_ms": 10_000,
-        "value_serializer": _dumps,
-        "key_serializer": lambda k: k.encode() if isinstance(k, str) else k,
+        "value_serializer": _JsonValue(),
+        "key_serializer": _StrKey(),
     }
     conf.update(overrides)
     return KafkaProducer(**conf)
@@ -96,7 +103,7 @@ def ensure_topics(settings: CommonSettings, topics: Iterable[str], *, partitions
 def broker_reachable(settings: CommonSettings, timeout_s: float = 3.0) -> bool:
     try:
         admin = KafkaAdminClient(**_common(settings), request_timeout_ms=int(timeout_s * 1000),
-                                 api_version_auto_timeout_ms=int(timeout_s * 1000))
+                                 bootstrap_timeout_ms=int(timeout_s * 1000))
     except Exception:
         return False
     try:
@@ -139,6 +146,12 @@ class ConsumerLoop:
     retry_backoff_s: float = 2.0
     consumer_overrides: dict[str, Any] = field(default_factory=dict)
     idle_callback: Callable[[], None] | None = None  # called after every poll (debouncers, flushers)
+    # Deferred commits (debouncers): when set, handled batches are NOT committed on return; instead
+    # after every poll the loop calls ``flush(force)`` which hands its buffered work on and returns the
+    # offsets (next offset to read, per partition) that are now durable; the loop commits those.
+    # On stop it calls ``flush(True)`` (hand everything on now) and commits. A flush that raises is
+    # logged and retried at the next poll (nothing is committed meanwhile, so nothing is lost).
+    flush: Callable[[bool], Mapping[TopicPartition, int]] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def stop(self) -> None:
@@ -160,9 +173,28 @@ class ConsumerLoop:
                     self._handle(consumer, records)
                 if self.idle_callback is not None:
                     self.idle_callback()
+                if self.flush is not None:
+                    self._flush(consumer, force=False)
         finally:
+            if self.flush is not None:
+                self._flush(consumer, force=True)
             consumer.close(autocommit=False)
             log.info("consumer stopped", extra={"consumer": self.name})
+
+    def _flush(self, consumer: KafkaConsumer, *, force: bool) -> None:
+        assert self.flush is not None
+        try:
+            durable = self.flush(force)
+        except Exception:
+            log.exception("flush failed; will retry", extra={"consumer": self.name})
+            return
+        assigned = consumer.assignment()
+        offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in durable.items() if tp in assigned}
+        if offsets:
+            try:
+                consumer.commit(offsets)
+            except Exception:  # e.g. a rebalance took the partitions: the new owner replays (idempotent)
+                log.warning("commit after flush failed", exc_info=True, extra={"consumer": self.name})
 
     def _handle(self, consumer: KafkaConsumer, records: list[ConsumerRecord]) -> None:
         try:
@@ -180,6 +212,8 @@ class ConsumerLoop:
                 consumer.seek(tp, off)
             self._stop.wait(self.retry_backoff_s)
             return
+        if self.flush is not None:
+            return  # committed by _flush once the buffered work is durable
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for r in records:
             tp = TopicPartition(r.topic, r.partition)
