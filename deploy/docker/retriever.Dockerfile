@@ -1,0 +1,48 @@
+# syntax=docker/dockerfile:1.7
+# recsys retriever: FAISS candidate generation and the item indexer consumer
+# Build from the repository root:  docker buildx bake -f deploy/docker/docker-bake.hcl retriever
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---- builder: a virtualenv with only this service's extra --------------------------------------
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+# The CPU build of torch first (its own layer, cached across code changes): a bare `torch` requirement
+# would pull the multi-GB CUDA build.
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY shared ./shared
+COPY services ./services
+# The project itself, from this checkout (its dependencies are ranges in pyproject.toml).
+# hadolint ignore=DL3013
+RUN pip install ".[retriever]"
+
+# ---- runtime: slim, non-root, read-only-root friendly -------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="recsys-retriever" \
+      org.opencontainers.image.description="recsys retriever: FAISS candidate generation and the item indexer consumer" \
+      org.opencontainers.image.licenses="Apache-2.0"
+RUN groupadd --gid 10001 recsys \
+    && useradd --uid 10001 --gid 10001 --home-dir /var/lib/recsys --no-create-home --shell /usr/sbin/nologin recsys \
+    && mkdir -p /var/lib/recsys /var/cache/recsys \
+    && chown 10001:10001 /var/lib/recsys /var/cache/recsys
+COPY --from=builder /opt/venv /opt/venv
+# Writes go to RECSYS_HOME (a volume in Kubernetes), the model cache and /tmp only.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    RECSYS_HOME=/var/lib/recsys \
+    RECSYS_LOG_JSON=true \
+    HF_HOME=/var/cache/recsys/huggingface \
+    TMPDIR=/tmp
+WORKDIR /tmp
+USER 10001:10001
+EXPOSE 8002
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8002/healthz', timeout=4)"]
+ENTRYPOINT ["recsys"]
+CMD ["serve", "retriever", "--host", "0.0.0.0", "--port", "8002"]
