@@ -20,10 +20,25 @@ MAX_TEXT = 50_000  # characters; real reviews top out far below this
 MAX_LIST = 200
 MIN_TS_MS = 631_152_000_000  # 1990-01-01: anything earlier is seconds, not ms, or garbage
 MAX_TS_MS = 4_102_444_800_000  # 2100-01-01
+MAX_INT32 = 2_147_483_647  # helpful_vote / rating_number are 32-bit columns
 
 
 def _strip_id(v: Any) -> Any:
-    return v.strip() if isinstance(v, str) else v
+    if isinstance(v, str):
+        if "\x00" in v:
+            raise ValueError("ids must not contain NUL characters")
+        return v.strip()
+    return v
+
+
+def _drop_nul(v: Any) -> Any:
+    # PostgreSQL text cannot hold NUL; it carries no meaning in review text, so it is dropped.
+    return v.replace("\x00", "") if isinstance(v, str) else v
+
+
+def _text_or_empty(v: Any) -> Any:
+    # Real files carry ``"title": null`` now and then: same as an empty title.
+    return "" if v is None else _drop_nul(v)
 
 
 class ReviewIn(BaseModel):
@@ -39,10 +54,11 @@ class ReviewIn(BaseModel):
     parent_asin: str = Field(min_length=1, max_length=MAX_ID)
     user_id: str = Field(min_length=1, max_length=MAX_ID)
     timestamp: int = Field(ge=MIN_TS_MS, le=MAX_TS_MS, description="milliseconds since epoch")
-    helpful_vote: int | None = Field(None, ge=0)
+    helpful_vote: int | None = Field(None, ge=0, le=MAX_INT32)
     verified_purchase: bool | None = None
 
     _norm_ids = field_validator("parent_asin", "user_id", "asin", mode="before")(_strip_id)
+    _norm_text = field_validator("title", "text", mode="before")(_text_or_empty)
 
     @field_validator("rating", mode="before")
     @classmethod
@@ -78,7 +94,7 @@ class ItemIn(BaseModel):
     store: str | None = Field(None, max_length=256)
     price: float | None = Field(None, ge=0, allow_inf_nan=False)
     average_rating: float | None = Field(None, ge=0, le=5, allow_inf_nan=False)
-    rating_number: int | None = Field(None, ge=0)
+    rating_number: int | None = Field(None, ge=0, le=MAX_INT32)
     features: list[str] = Field(default_factory=list, max_length=MAX_LIST)
     description: list[str] = Field(default_factory=list, max_length=MAX_LIST)
     categories: list[Any] = Field(default_factory=list, max_length=MAX_LIST)
@@ -88,6 +104,8 @@ class ItemIn(BaseModel):
     bought_together: Any = None
 
     _norm_ids = field_validator("parent_asin", mode="before")(_strip_id)
+    _norm_title = field_validator("title", mode="before")(_text_or_empty)
+    _norm_text = field_validator("main_category", "store", mode="before")(_drop_nul)
 
     @field_validator("price", mode="before")
     @classmethod
@@ -198,7 +216,8 @@ def item_text(item: ItemIn | Any, *, max_chars: int = 2_000) -> str:
         parts.append("Description: " + " ".join(desc))
     details = getattr(item, "details", None) or {}
     if isinstance(details, dict):
-        keep = [f"{k}: {v}" for k, v in list(details.items())[:8] if isinstance(v, str | int | float) and str(v)]
+        keep = [f"{k}: {v}" for k, v in list(details.items())[:8]
+                if isinstance(v, str | int | float) and str(v)]
         if keep:
             parts.append("Details: " + "; ".join(keep))
     cat = getattr(item, "main_category", None)

@@ -35,11 +35,14 @@ class Encoder:
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        os.environ.setdefault("HF_HUB_OFFLINE", "1") if model_name in _PACKAGED else None
+        if model_name in _PACKAGED:  # weights are on disk: never reach for the Hub
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.model_name = model_name
         self.batch_size = batch_size
         self.model = SentenceTransformer(resolve_model_path(model_name), device=device)
-        dim = self.model.get_sentence_embedding_dimension()
+        get_dim = getattr(self.model, "get_embedding_dimension", None)
+        get_dim = get_dim or self.model.get_sentence_embedding_dimension  # sentence-transformers < 5
+        dim = get_dim()
         if not dim:
             raise RuntimeError(f"model {model_name} reports no embedding dimension")
         self.dim = int(dim)
@@ -50,8 +53,13 @@ class Encoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with _lock:
-            vecs = self.model.encode(texts, batch_size=batch_size or self.batch_size, normalize_embeddings=True,
-                                     convert_to_numpy=True, show_progress_bar=show_progress)
+            vecs = self.model.encode(
+                texts,
+                batch_size=batch_size or self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=show_progress,
+            )
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
     def encode_one(self, text: str) -> np.ndarray:

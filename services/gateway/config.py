@@ -1,0 +1,35 @@
+"""Gateway settings (``RECSYS_*`` env vars): per-dependency timeouts and strategy knobs."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+
+from shared.config import CommonSettings
+
+
+class GatewaySettings(CommonSettings):
+    # Per-call timeouts (seconds). The explainer's must exceed its own LLM budget
+    # (RECSYS_EXPLAINER_LLM_BUDGET_S, 3 s by default) so a slow LLM degrades inside the explainer first.
+    GATEWAY_RETRIEVER_TIMEOUT_S: float = Field(3.0, gt=0)
+    GATEWAY_ALS_TIMEOUT_S: float = Field(1.0, gt=0)
+    GATEWAY_EXPLAINER_TIMEOUT_S: float = Field(5.0, gt=0)
+    GATEWAY_RERANK_TIMEOUT_S: float = Field(45.0, gt=0, description="llm_only re-rank (one long LLM call)")
+    GATEWAY_CONNECT_TIMEOUT_S: float = Field(0.5, gt=0)
+    GATEWAY_MAX_CONNECTIONS: int = Field(200, ge=1, description="pooled connections per dependency")
+    # Which explainer backend the gateway asks for: auto = the LLM when loaded, under its time budget.
+    GATEWAY_REASONS: Literal["auto", "template", "llm"] = "auto"
+    GATEWAY_LLM_ONLY_CANDIDATES: int = Field(50, ge=5, le=100, description="candidates handed to the re-rank")
+    GATEWAY_ALS_BLEND: int = Field(
+        50, ge=0, le=100, description="ALS candidates passed to the hybrid retriever (ALS API max 100)"
+    )
+    GATEWAY_HISTORY_LIMIT: int = Field(
+        500, ge=0, description="most recent reviewed items excluded from results"
+    )
+
+
+@lru_cache
+def get_settings() -> GatewaySettings:
+    return GatewaySettings()

@@ -1,0 +1,413 @@
+"""Gateway orchestration: profile + history from the DB, candidates from retriever/ALS, reasons from the
+explainer; merge, de-duplicate, fill, and fall back on every dependency failure.
+
+Fallback ladder (each step sets ``degraded`` and adds a note):
+* explainer slow/down → template reasons generated here (the explainer's template module is pure Python);
+* retriever down → ALS top-N for a known user, else popular items straight from the DB;
+* ALS without a model or without the user (strategy=als) → the hybrid path;
+* llm_only re-rank fails → retriever order with template reasons.
+An unknown user gets a cold-start answer; only a database outage *and* a retriever outage together leave
+nothing to recommend (503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from prometheus_client import Counter, Histogram
+
+from services.explainer.templates import template_reasons
+from services.gateway import store
+from services.gateway.clients import DependencyError, ServiceClients
+from services.gateway.config import GatewaySettings
+from shared.http import DomainError
+from shared.logging import get_logger
+from shared.metrics import LATENCY_BUCKETS
+
+log = get_logger(__name__)
+
+Strategy = Literal["hybrid", "als", "llm_only", "popular"]
+STRATEGIES: tuple[str, ...] = ("hybrid", "als", "llm_only", "popular")
+AlsResult = tuple[list[dict[str, Any]] | None, DependencyError | None]
+
+REQUEST_LATENCY = Histogram(
+    "recsys_gateway_recommendation_seconds",
+    "Recommendation latency per strategy",
+    ["strategy", "degraded"],
+    buckets=LATENCY_BUCKETS,
+)
+FALLBACKS = Counter("recsys_gateway_fallbacks_total", "Fallbacks taken", ["strategy", "reason"])
+
+
+@dataclass
+class Plan:
+    """What one request accumulates while it runs."""
+
+    strategy: str
+    k: int
+    items: list[dict[str, Any]] = field(default_factory=list)  # facts + score + source (+ reason)
+    degraded: bool = False
+    notes: list[str] = field(default_factory=list)
+    retriever_cold: bool | None = None
+
+    def fallback(self, reason: str) -> None:
+        self.degraded = True
+        self.notes.append(reason)
+        FALLBACKS.labels(self.strategy, reason.split(":", 1)[0]).inc()
+
+    def add(self, items: list[dict[str, Any]], *, exclude: set[str], source: str | None = None) -> None:
+        have = {i["parent_asin"] for i in self.items}
+        for it in items:
+            asin = it.get("parent_asin")
+            if not asin or asin in have or asin in exclude:
+                continue
+            row = dict(it)
+            if source:
+                row["source"] = source
+            row.setdefault("source", self.strategy)
+            self.items.append(row)
+            have.add(asin)
+
+
+class Recommender:
+    def __init__(self, *, settings: GatewaySettings, clients: ServiceClients) -> None:
+        self.settings = settings
+        self.clients = clients
+        self.db_url = settings.database_url
+
+    # ------------------------------------------------------------------ public
+
+    async def recommend(
+        self, *, user_id: str, k: int, strategy: str, reasons: str | None = None
+    ) -> dict[str, Any]:
+        start = time.perf_counter()
+        plan = Plan(strategy=strategy, k=k)
+        # ALS is a cheap lookup that needs nothing from the DB read: run both at once.
+        n_als = (
+            self.settings.GATEWAY_ALS_BLEND if strategy == "hybrid" else (k + 50 if strategy == "als" else 0)
+        )
+        als_task = asyncio.create_task(self._als_items(user_id, n_als)) if n_als else None
+        ctx = await self._user(user_id, plan)
+        exclude = set(ctx.history) if ctx else set()
+        als_result: AlsResult = await als_task if als_task else (None, None)
+        if strategy == "als":
+            await self._als_strategy(user_id, ctx, plan, exclude, als_result)
+        elif strategy == "llm_only":
+            await self._llm_only(user_id, ctx, plan, exclude)
+        elif strategy == "popular":
+            await self._retrieve(user_id, ctx, plan, exclude, strategy="popular")
+        else:
+            await self._hybrid(user_id, ctx, plan, exclude, als_result)
+        if len(plan.items) < k:
+            await self._fill_popular(user_id, plan, exclude)
+        plan.items = plan.items[:k]
+        if not plan.items and ctx is None:
+            raise DomainError(
+                "no recommendations: the database and the retriever are both unavailable",
+                code="unavailable",
+                status_code=503,
+            )
+        await self._reasons(user_id, ctx, plan, backend=reasons or self.settings.GATEWAY_REASONS)
+        cold = _cold_start(ctx, plan)
+        REQUEST_LATENCY.labels(strategy, str(plan.degraded).lower()).observe(time.perf_counter() - start)
+        return {
+            "user_id": user_id,
+            "strategy": strategy,
+            "cold_start": cold,
+            "degraded": plan.degraded,
+            "items": [
+                {
+                    "parent_asin": i["parent_asin"],
+                    "title": i.get("title") or "",
+                    "score": _float(i.get("score")),
+                    "average_rating": i.get("average_rating"),
+                    "reason": i.get("reason") or "",
+                    "source": i.get("source") or strategy,
+                    "reason_source": i.get("reason_source", "template"),
+                }
+                for i in plan.items
+            ],
+            "notes": plan.notes,
+        }
+
+    async def profile(self, *, user_id: str) -> dict[str, Any] | None:
+        return await asyncio.to_thread(store.get_profile, self.db_url, user_id=user_id)
+
+    # ------------------------------------------------------------------ steps
+
+    async def _user(self, user_id: str, plan: Plan) -> store.UserContext | None:
+        try:
+            return await asyncio.to_thread(
+                store.load_user,
+                self.db_url,
+                user_id=user_id,
+                history_limit=self.settings.GATEWAY_HISTORY_LIMIT,
+            )
+        except Exception:
+            log.exception("profile read failed", extra={"user_id": user_id})
+            plan.fallback("db:unavailable")
+            return None
+
+    def _retriever_body(
+        self,
+        user_id: str,
+        ctx: store.UserContext | None,
+        *,
+        strategy: str,
+        k: int,
+        exclude: set[str],
+        als: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "user_id": user_id,
+            "profile_text": ctx.summary if ctx else None,
+            "strategy": strategy,
+            "k": k,
+            "exclude": sorted(exclude),
+            "als_candidates": als,
+        }
+
+    async def _retrieve(
+        self,
+        user_id: str,
+        ctx: store.UserContext | None,
+        plan: Plan,
+        exclude: set[str],
+        *,
+        strategy: str,
+        k: int | None = None,
+        als: list[dict[str, Any]] | None = None,
+    ) -> bool:
+        try:
+            resp = await self.clients.candidates(
+                self._retriever_body(user_id, ctx, strategy=strategy, k=k or plan.k, exclude=exclude, als=als)
+            )
+        except DependencyError as e:
+            log.warning("retriever failed", extra={"user_id": user_id, "strategy": strategy, "error": str(e)})
+            plan.fallback(f"retriever:{e.kind}")
+            return False
+        plan.retriever_cold = bool(resp.get("cold_start"))
+        plan.add(list(resp.get("items") or []), exclude=exclude)
+        return True
+
+    async def _als_items(
+        self, user_id: str, k: int
+    ) -> tuple[list[dict[str, Any]] | None, DependencyError | None]:
+        try:
+            resp = await self.clients.als_recommendations(user_id, k)
+        except DependencyError as e:
+            return None, e
+        return [
+            {"parent_asin": i["parent_asin"], "score": i.get("score")}
+            for i in resp.get("items") or []
+            if i.get("parent_asin")
+        ], None
+
+    async def _hybrid(
+        self,
+        user_id: str,
+        ctx: store.UserContext | None,
+        plan: Plan,
+        exclude: set[str],
+        als_result: AlsResult,
+    ) -> None:
+        als, err = als_result
+        if err is not None and err.kind != "http":
+            log.info("als unavailable for hybrid blend", extra={"user_id": user_id, "error": str(err)})
+        if await self._retrieve(user_id, ctx, plan, exclude, strategy="hybrid", als=als or None):
+            return
+        if als:  # retriever down: ALS top-N (facts from the DB) before plain popularity
+            plan.add(await self._with_facts(als), exclude=exclude, source="als")
+
+    async def _als_strategy(
+        self,
+        user_id: str,
+        ctx: store.UserContext | None,
+        plan: Plan,
+        exclude: set[str],
+        als_result: AlsResult,
+    ) -> None:
+        als, err = als_result
+        if als:
+            plan.add(await self._with_facts(als), exclude=exclude, source="als")
+            if len(plan.items) >= plan.k:
+                return
+        reason = f"als:{err.code or err.kind}" if err else "als:too_few"
+        plan.fallback(reason)
+        await self._hybrid(user_id, ctx, plan, exclude, (None, err))
+
+    async def _llm_only(
+        self, user_id: str, ctx: store.UserContext | None, plan: Plan, exclude: set[str]
+    ) -> None:
+        pool = Plan(strategy="llm_only", k=self.settings.GATEWAY_LLM_ONLY_CANDIDATES)
+        ok = await self._retrieve(user_id, ctx, pool, exclude, strategy="llm_only", k=pool.k)
+        plan.retriever_cold = pool.retriever_cold
+        if not ok:
+            plan.degraded, plan.notes = True, plan.notes + pool.notes
+            return
+        candidates = pool.items
+        body = {
+            "user_id": user_id,
+            "summary": ctx.summary if ctx else None,
+            "k": plan.k,
+            "candidates": [_facts(c) for c in candidates],
+        }
+        try:
+            resp = await self.clients.rerank(body)
+        except DependencyError as e:
+            log.warning("rerank failed", extra={"user_id": user_id, "error": str(e)})
+            plan.fallback(f"rerank:{e.kind}")
+            plan.add(candidates[: plan.k], exclude=exclude)
+            return
+        by_asin = {c["parent_asin"]: c for c in candidates}
+        ranked = []
+        for r in sorted(resp.get("items") or [], key=lambda r: r.get("rank", 0)):
+            cand = by_asin.get(r.get("parent_asin"))
+            if cand is None:
+                continue
+            ranked.append(
+                {
+                    **cand,
+                    "source": "llm_only",
+                    "reason": r.get("reason"),
+                    "reason_source": r.get("source", "llm"),
+                    "score": cand.get("score"),
+                }
+            )
+        if resp.get("fallback"):
+            plan.notes.append(f"rerank:parsed {resp.get('parsed', 0)}/{plan.k}")
+        plan.add(ranked, exclude=exclude)
+
+    async def _fill_popular(self, user_id: str, plan: Plan, exclude: set[str]) -> None:
+        need = plan.k - len(plan.items)
+        taken = exclude | {i["parent_asin"] for i in plan.items}
+        if plan.strategy != "popular" and "retriever:" not in " ".join(plan.notes):
+            try:
+                resp = await self.clients.candidates(
+                    {
+                        "user_id": None,
+                        "profile_text": None,
+                        "strategy": "popular",
+                        "k": need + len(taken),
+                        "exclude": sorted(exclude),
+                        "als_candidates": None,
+                    }
+                )
+                plan.add(list(resp.get("items") or []), exclude=taken, source="popular")
+                if len(plan.items) >= plan.k:
+                    return
+            except DependencyError as e:
+                plan.fallback(f"retriever:{e.kind}")
+        try:
+            rows = await asyncio.to_thread(
+                store.popular_items,
+                self.db_url,
+                k=plan.k - len(plan.items),
+                exclude=sorted(exclude | {i["parent_asin"] for i in plan.items}),
+            )
+        except Exception:
+            log.exception("popular fallback from the DB failed", extra={"user_id": user_id})
+            return
+        plan.add(rows, exclude=exclude, source="popular")
+
+    async def _with_facts(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            facts = await asyncio.to_thread(
+                store.items_by_asin, self.db_url, [r["parent_asin"] for r in rows]
+            )
+        except Exception:
+            log.exception("item facts read failed")
+            facts = {}
+        return [
+            {**facts.get(r["parent_asin"], {"parent_asin": r["parent_asin"]}), "score": r.get("score")}
+            for r in rows
+        ]
+
+    async def _reasons(
+        self, user_id: str, ctx: store.UserContext | None, plan: Plan, *, backend: str
+    ) -> None:
+        todo = [i for i in plan.items if not i.get("reason")]
+        if not todo:
+            return
+        profile = ctx.profile if ctx else None
+        summary = ctx.summary if ctx else None
+        if backend == "template":
+            # Template reasons are a pure function of (user, profile, items): the same module the
+            # explainer runs, rendered here to save a network hop on the latency-critical path.
+            texts = template_reasons(
+                user_id=user_id,
+                profile=profile,
+                summary=summary,
+                items=[_facts(i) for i in todo],
+                taken=[i["reason"] for i in plan.items if i.get("reason")],
+            )
+            for item, text in zip(todo, texts, strict=True):
+                item["reason"], item["reason_source"] = text, "template"
+            return
+        body = {
+            "user_id": user_id,
+            "profile": profile,
+            "summary": summary,
+            "profile_version": ctx.profile_version if ctx else 0,
+            "items": [_facts(i) for i in todo],
+            "backend": backend,
+        }
+        try:
+            resp = await self.clients.explain(body)
+            by_asin = {e["parent_asin"]: e for e in resp.get("explanations") or []}
+            if resp.get("degraded"):
+                plan.fallback("explainer:degraded")
+            for item in todo:
+                e = by_asin.get(item["parent_asin"])
+                if e and e.get("reason"):
+                    item["reason"], item["reason_source"] = e["reason"], e.get("source", "template")
+        except DependencyError as e:
+            log.warning(
+                "explainer failed; local template reasons", extra={"user_id": user_id, "error": str(e)}
+            )
+            plan.fallback(f"explainer:{e.kind}")
+        missing = [i for i in todo if not i.get("reason")]
+        if missing:
+            taken = [i["reason"] for i in plan.items if i.get("reason")]
+            for item, text in zip(
+                missing,
+                template_reasons(
+                    user_id=user_id, profile=profile, summary=summary, items=missing, taken=taken
+                ),
+                strict=True,
+            ):
+                item["reason"], item["reason_source"] = text, "template"
+
+
+def _facts(item: dict[str, Any]) -> dict[str, Any]:
+    feats = item.get("features") or []
+    return {
+        "parent_asin": item["parent_asin"],
+        "title": item.get("title") or "",
+        "features": [f for f in feats if isinstance(f, str)][:10],
+        "average_rating": _rating(item.get("average_rating")),
+        "rating_number": item.get("rating_number"),
+        "main_category": item.get("main_category"),
+    }
+
+
+def _rating(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and 0 <= v <= 5 else None
+
+
+def _float(v: Any) -> float | None:
+    try:
+        return round(float(v), 6) if v is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _cold_start(ctx: store.UserContext | None, plan: Plan) -> bool:
+    if ctx is None:
+        return bool(plan.retriever_cold)
+    if ctx.has_profile:
+        return False
+    return ctx.n_reviews == 0 or ctx.profile_status == "cold_start" or bool(plan.retriever_cold)

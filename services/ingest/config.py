@@ -1,0 +1,41 @@
+"""Ingest service settings (``RECSYS_*`` env vars); defaults run offline."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+
+from shared.config import CommonSettings
+
+
+class IngestSettings(CommonSettings):
+    """Limits of the write API, the outbox relay and the raw-topic consumer."""
+
+    INGEST_MAX_BODY_BYTES: int = Field(
+        default=8 * 1024 * 1024, description="request bodies above this get 413"
+    )
+    INGEST_MAX_BATCH: int = Field(default=5_000, description="records per request above this get 413")
+    RELAY_ENABLED: bool = Field(default=True, description="run the outbox relay thread inside this process")
+    RELAY_BATCH: int = Field(default=1_000, description="outbox rows claimed and published per round")
+    RELAY_INTERVAL_S: float = Field(default=0.2, description="sleep between rounds when the outbox is empty")
+    RELAY_MAX_BACKOFF_S: float = Field(
+        default=30.0, description="cap of the retry backoff while the broker is down"
+    )
+    RELAY_FLUSH_TIMEOUT_S: float = Field(
+        default=15.0, description="wait this long for the broker to ack a round"
+    )
+    RAW_GROUP_ID: str = Field(default="ingest-raw", description="consumer group of the raw-topic consumer")
+    DLQ_MAX_RAW_CHARS: int = Field(default=100_000, description="raw record text kept in a dead letter")
+
+
+def from_common(settings: CommonSettings) -> IngestSettings:
+    """Ingest settings from a common settings object (ingest-only fields from env/defaults)."""
+    if isinstance(settings, IngestSettings):
+        return settings
+    return IngestSettings(**settings.model_dump())
+
+
+@lru_cache
+def get_settings() -> IngestSettings:
+    return IngestSettings()

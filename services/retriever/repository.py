@@ -1,0 +1,155 @@
+"""Database reads of the retriever: item rows to embed, the catalog, a user's history and profile."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from services.retriever.candidates import HistoryEntry
+from services.retriever.catalog import Catalog
+from shared.models import Item, Profile, Review
+
+# Rows committed by a slow transaction can carry an updated_at older than one we already saw;
+# incremental reads look back this far and a periodic full reload catches anything older.
+CATALOG_OVERLAP = timedelta(seconds=30)
+IN_CHUNK = 1000
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.isoformat() if ts is not None else None
+
+
+def items_db_state(session: Session) -> dict[str, Any]:
+    """Cheap fingerprint of the items table: row count and newest updated_at."""
+    count, newest = session.execute(select(func.count(Item.parent_asin), func.max(Item.updated_at))).one()
+    return {"items": int(count or 0), "max_updated_at": _iso(newest)}
+
+
+def item_hashes(session: Session) -> dict[str, str]:
+    return dict(session.execute(select(Item.parent_asin, Item.content_hash)).all())
+
+
+def item_rows(session: Session, asins: Sequence[str]) -> list[Item]:
+    rows: list[Item] = []
+    for i in range(0, len(asins), IN_CHUNK):
+        chunk = list(asins[i : i + IN_CHUNK])
+        rows.extend(session.scalars(select(Item).where(Item.parent_asin.in_(chunk))).all())
+    for r in rows:
+        session.expunge(r)
+    return rows
+
+
+_CATALOG_COLUMNS = (
+    Item.parent_asin,
+    Item.title,
+    Item.main_category,
+    Item.features,
+    Item.average_rating,
+    Item.rating_number,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogCursor:
+    items_ts: datetime | None
+    reviews_ts: datetime | None
+
+
+def _aggregates(session: Session, asins: Sequence[str] | None = None) -> dict[str, tuple[float, int]]:
+    q = select(Review.parent_asin, func.sum(Review.rating), func.count()).group_by(Review.parent_asin)
+    if asins is None:
+        return {a: (float(s), int(n)) for a, s, n in session.execute(q)}
+    out: dict[str, tuple[float, int]] = {}
+    for i in range(0, len(asins), IN_CHUNK):
+        chunk = list(asins[i : i + IN_CHUNK])
+        out.update(
+            {a: (float(s), int(n)) for a, s, n in session.execute(q.where(Review.parent_asin.in_(chunk)))}
+        )
+    return out
+
+
+def load_catalog(session: Session, *, prior_count: float) -> tuple[Catalog, CatalogCursor]:
+    """The whole catalog with rating statistics (metadata, else derived from reviews)."""
+    cursor = CatalogCursor(
+        session.execute(select(func.max(Item.updated_at))).scalar(),
+        session.execute(select(func.max(Review.updated_at))).scalar(),
+    )
+    items = [dict(r) for r in session.execute(select(*_CATALOG_COLUMNS)).mappings()]
+    return Catalog.from_aggregates(items, _aggregates(session), prior_count=prior_count), cursor
+
+
+def refresh_catalog(
+    session: Session, catalog: Catalog, cursor: CatalogCursor
+) -> tuple[Catalog, CatalogCursor]:
+    """Apply items and review statistics changed since ``cursor`` (returns the same catalog if none)."""
+    items_ts = session.execute(select(func.max(Item.updated_at))).scalar()
+    reviews_ts = session.execute(select(func.max(Review.updated_at))).scalar()
+    if items_ts == cursor.items_ts and reviews_ts == cursor.reviews_ts:
+        return catalog, cursor
+    changed_items: list[dict[str, Any]] = []
+    if items_ts is not None and items_ts != cursor.items_ts:
+        q = select(*_CATALOG_COLUMNS)
+        if cursor.items_ts is not None:
+            q = q.where(Item.updated_at >= cursor.items_ts - CATALOG_OVERLAP)
+        changed_items = [dict(r) for r in session.execute(q).mappings()]
+    aggregates: dict[str, tuple[float, int]] = {}
+    if reviews_ts is not None and reviews_ts != cursor.reviews_ts:
+        q2 = select(Review.parent_asin).distinct()
+        if cursor.reviews_ts is not None:
+            q2 = q2.where(Review.updated_at >= cursor.reviews_ts - CATALOG_OVERLAP)
+        asins = list(session.scalars(q2).all())
+        aggregates = _aggregates(session, asins)
+    return (catalog.updated(items=changed_items, aggregates=aggregates), CatalogCursor(items_ts, reviews_ts))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredProfile:
+    user_id: str
+    version: int
+    status: str
+    summary: str
+    text: str  # summary plus the structured fields, what gets embedded when there is no vector
+    embedding: bytes | None
+
+
+def profile_text(row: Profile) -> str:
+    parts = [row.summary or ""]
+    for label, values in (
+        ("Likes", row.preferred_products),
+        ("Valued features", row.liked_features),
+        ("Might like", row.potential_interests),
+    ):
+        vals = [str(v) for v in (values or []) if v]
+        if vals:
+            parts.append(f"{label}: {', '.join(vals[:10])}")
+    return ". ".join(p for p in parts if p).strip()
+
+
+def load_user(
+    session: Session, user_id: str, *, history_max: int
+) -> tuple[tuple[HistoryEntry, ...], StoredProfile | None]:
+    """The user's most recent reviews and stored profile (None when there is none)."""
+    rows = session.execute(
+        select(Review.parent_asin, Review.rating, Review.timestamp)
+        .where(Review.user_id == user_id)
+        .order_by(Review.timestamp.desc())
+        .limit(history_max)
+    ).all()
+    history = tuple(HistoryEntry(a, float(r), int(t)) for a, r, t in rows)
+    prof = session.get(Profile, user_id)
+    stored = None
+    if prof is not None and prof.status != "failed":
+        stored = StoredProfile(
+            user_id=user_id,
+            version=int(prof.version or 0),
+            status=prof.status,
+            summary=prof.summary or "",
+            text=profile_text(prof),
+            embedding=prof.embedding,
+        )
+    return history, stored

@@ -1,0 +1,434 @@
+"""The retriever's runtime: current snapshot and catalog (swapped by reference), user lookups, queries.
+
+A background thread bootstraps the index (newest snapshot, caught up with the DB), then polls the
+snapshot manifest every ``RETRIEVER_POLL_S`` and refreshes the catalog statistics every
+``RETRIEVER_CATALOG_REFRESH_S``. Requests read ``self._snapshot`` / ``self._catalog`` once and keep
+that reference for the whole query, so a swap mid-query is invisible to them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import text
+
+from services.retriever.candidates import (
+    CandidateResult,
+    RankingParams,
+    Strategy,
+    TextEncoder,
+    UserContext,
+    generate_candidates,
+)
+from services.retriever.catalog import Catalog
+from services.retriever.config import RetrieverSettings
+from services.retriever.index import IndexConfig, IndexSnapshot, SnapshotStore, set_search_threads
+from services.retriever.indexer import index_store
+from services.retriever.repository import (
+    CatalogCursor,
+    StoredProfile,
+    load_catalog,
+    load_user,
+    refresh_catalog,
+)
+from services.retriever.sync import bootstrap, load_compatible
+from shared import events
+from shared.db import session_scope
+from shared.embeddings import from_bytes
+from shared.events import ProfileEvent
+from shared.http import DomainError, NotFound
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+QUERY_SECONDS = Histogram(
+    "recsys_retriever_query_seconds",
+    "candidate generation latency",
+    ["strategy"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+INDEX_ITEMS = Gauge("recsys_retriever_index_items", "items in the served index")
+INDEX_VERSION = Gauge("recsys_retriever_index_version", "version of the served index snapshot")
+SWAPS = Counter("recsys_retriever_index_swaps_total", "index snapshots swapped in")
+PROFILE_CACHE = Counter("recsys_retriever_profile_vectors_total", "profile vector lookups", ["result"])
+
+
+class IndexNotReady(DomainError):
+    status_code = 503
+    code = "index_not_ready"
+
+
+class ProfileVectorCache:
+    """LRU of profile vectors keyed by (user_id, profile version): a new version is a new key."""
+
+    def __init__(self, maxsize: int = 50_000) -> None:
+        self._data: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.maxsize = maxsize
+
+    def get(self, key: tuple[str, int]) -> np.ndarray | None:
+        with self._lock:
+            v = self._data.get(key)
+            if v is not None:
+                self._data.move_to_end(key)
+            return v
+
+    def put(self, key: tuple[str, int], vec: np.ndarray) -> None:
+        with self._lock:
+            self._data[key] = vec
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+
+class RetrieverService:
+    def __init__(
+        self,
+        settings: RetrieverSettings,
+        *,
+        encoder: TextEncoder | None = None,
+        store: SnapshotStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.params = RankingParams.from_settings(settings)
+        self.config = IndexConfig.from_settings(settings)
+        self.store = store or index_store(settings)
+        self.encoder = encoder
+        self.profiles = ProfileVectorCache()
+        self._snapshot: IndexSnapshot | None = None
+        self._catalog: Catalog | None = None
+        self._cursor: CatalogCursor | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._profile_loop: Any = None
+        self.last_error: str | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    def load_model(self) -> None:
+        if self.encoder is None:
+            from shared.embeddings import get_encoder
+
+            self.encoder = get_encoder(self.settings.EMBEDDING_MODEL, self.settings.DEVICE)
+
+    def start(self) -> None:
+        """Load the model (raises if it cannot), then bootstrap and poll in the background."""
+        if self._threads:
+            return
+        set_search_threads(self.settings.RETRIEVER_FAISS_THREADS)
+        self.load_model()
+        t = threading.Thread(target=self._background, name="retriever-refresh", daemon=True)
+        t.start()
+        self._threads.append(t)
+        if self.settings.RETRIEVER_PROFILE_LISTENER:
+            p = threading.Thread(target=self._listen_profiles, name="retriever-profiles", daemon=True)
+            p.start()
+            self._threads.append(p)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._profile_loop is not None:
+            self._profile_loop.stop()
+        for t in self._threads:
+            t.join(timeout=15)
+
+    def wait_ready(self, timeout_s: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.ready:
+                return True
+            time.sleep(0.05)
+        return self.ready
+
+    @property
+    def ready(self) -> bool:
+        return self._snapshot is not None and self._catalog is not None and self.encoder is not None
+
+    def _background(self) -> None:
+        while not self._stop.is_set() and self._snapshot is None:
+            try:
+                self._bootstrap()
+            except Exception as e:  # DB down at start: keep trying, /readyz says why
+                self.last_error = f"bootstrap: {e}"
+                log.exception("retriever bootstrap failed; retrying")
+                self._stop.wait(5.0)
+        last_catalog = last_full = time.monotonic()
+        while not self._stop.wait(self.settings.RETRIEVER_POLL_S):
+            try:
+                self.poll_snapshot()
+                now = time.monotonic()
+                if now - last_full >= self.settings.RETRIEVER_CATALOG_FULL_RELOAD_S:
+                    self.reload_catalog()
+                    last_full = last_catalog = now
+                elif now - last_catalog >= self.settings.RETRIEVER_CATALOG_REFRESH_S:
+                    self.refresh_catalog()
+                    last_catalog = now
+                self.last_error = None
+            except Exception as e:
+                self.last_error = f"refresh: {e}"
+                log.exception("retriever refresh failed; will retry")
+
+    def _bootstrap(self) -> None:
+        assert self.encoder is not None
+        if self.settings.RETRIEVER_SYNC_ON_START:
+            snap: IndexSnapshot | None = bootstrap(
+                self.store,
+                database_url=self.settings.database_url,
+                encoder=self.encoder,
+                config=self.config,
+                batch_size=self.settings.RETRIEVER_EMBED_BATCH,
+            )
+        else:
+            snap = load_compatible(self.store, config=self.config, encoder=self.encoder)
+            if snap is None:
+                raise IndexNotReady("no index snapshot yet (the indexer has not written one)")
+        self.reload_catalog()
+        self._swap(snap)
+
+    def _swap(self, snap: IndexSnapshot | None) -> None:
+        if snap is None:
+            return
+        self._snapshot = snap  # a reference assignment: atomic for readers
+        SWAPS.inc()
+        INDEX_ITEMS.set(len(snap))
+        INDEX_VERSION.set(snap.version)
+        log.info("index swapped in", extra={"version": snap.version_label, "items": len(snap)})
+
+    def poll_snapshot(self) -> bool:
+        """Swap in a newer snapshot if the manifest names one; True when it did."""
+        current = self._snapshot
+        manifest = self.store.manifest()
+        if manifest is None or (current is not None and int(manifest["version"]) <= current.version):
+            return False
+        assert self.encoder is not None
+        snap = load_compatible(self.store, config=self.config, encoder=self.encoder)
+        if snap is None or (current is not None and snap.version <= current.version):
+            return False
+        catalog = self._catalog
+        if catalog is not None and any(a not in catalog for a in snap.hashes):
+            self.refresh_catalog()  # new items: their metadata must be servable with their vectors
+        self._swap(snap)
+        return True
+
+    def reload_catalog(self) -> None:
+        with session_scope(self.settings.database_url) as s:
+            self._catalog, self._cursor = load_catalog(
+                s, prior_count=self.settings.RETRIEVER_BAYES_PRIOR_COUNT
+            )
+
+    def refresh_catalog(self) -> None:
+        if self._catalog is None or self._cursor is None:
+            self.reload_catalog()
+            return
+        with session_scope(self.settings.database_url) as s:
+            self._catalog, self._cursor = refresh_catalog(s, self._catalog, self._cursor)
+
+    # ---- profiles.v1 ----------------------------------------------------------------------------
+    def _listen_profiles(self) -> None:
+        """Warm the profile-vector cache from profiles.v1 so a request never waits for an embedding.
+
+        Each process is its own consumer group (every replica needs every event) starting at the
+        latest offset: a missed event only costs one embedding on that user's next request.
+        """
+        from shared.kafka import ConsumerLoop
+
+        group = f"retriever-profiles-{socket.gethostname()}-{os.getpid()}"
+        while not self._stop.is_set():
+            try:
+                self._profile_loop = ConsumerLoop(
+                    settings=self.settings,
+                    topics=[events.PROFILES],
+                    group_id=group,
+                    handler=self.handle_profile_events,
+                    name="retriever-profiles",
+                    consumer_overrides={"auto_offset_reset": "latest"},
+                )
+                if self._stop.is_set():  # stop() ran while the loop was being built
+                    return
+                self._profile_loop.run()
+            except Exception as e:  # broker down: the cache just stays cold, requests still work
+                log.warning("profile listener failed; retrying in 5s", extra={"error": str(e)[:300]})
+            self._stop.wait(5.0)
+
+    def handle_profile_events(self, records: Sequence[Any]) -> None:
+        from shared.kafka import decode_value
+
+        for r in records:
+            try:
+                ev = ProfileEvent.model_validate(decode_value(r))
+            except ValueError:
+                log.warning(
+                    "invalid profiles.v1 event skipped", extra={"partition": r.partition, "offset": r.offset}
+                )
+                continue
+            if ev.status != "ready":
+                continue
+            if ev.embedding and self.encoder is not None and len(ev.embedding) == self.encoder.dim:
+                self.profiles.put((ev.user_id, ev.version), np.asarray(ev.embedding, dtype=np.float32))
+                continue
+            with session_scope(self.settings.database_url) as s:
+                _, stored = load_user(s, ev.user_id, history_max=1)
+            if stored is not None:
+                self.profile_vector(stored)
+
+    def profile_vector(self, stored: StoredProfile) -> np.ndarray | None:
+        dim = self.encoder.dim if self.encoder is not None else 0
+        if stored.embedding:
+            vec = from_bytes(stored.embedding)
+            if vec.shape[0] == dim:
+                PROFILE_CACHE.labels("stored").inc()
+                return vec
+        key = (stored.user_id, stored.version)
+        cached = self.profiles.get(key)
+        if cached is not None:
+            PROFILE_CACHE.labels("cached").inc()
+            return cached
+        if not stored.text or self.encoder is None:
+            return None
+        PROFILE_CACHE.labels("embedded").inc()
+        vec = self.encoder.encode([stored.text])[0]
+        self.profiles.put(key, vec)
+        return vec
+
+    # ---- queries --------------------------------------------------------------------------------
+    def current(self) -> tuple[IndexSnapshot, Catalog]:
+        snap, catalog = self._snapshot, self._catalog
+        if snap is None or catalog is None:
+            raise IndexNotReady("the item index is still loading")
+        return snap, catalog
+
+    def user_context(
+        self, *, user_id: str | None, profile_text: str | None, profile_vector: Sequence[float] | None
+    ) -> UserContext:
+        history: tuple[Any, ...] = ()
+        vec: np.ndarray | None = None
+        summary = profile_text
+        if profile_vector is not None:
+            dim = self.encoder.dim if self.encoder is not None else 0
+            if len(profile_vector) != dim:
+                raise DomainError(
+                    f"profile_vector has {len(profile_vector)} dimensions, the index has {dim}",
+                    code="invalid_profile_vector",
+                    status_code=422,
+                )
+            vec = np.asarray(profile_vector, dtype=np.float32)
+            if not np.isfinite(vec).all() or float(np.linalg.norm(vec)) == 0.0:
+                raise DomainError(
+                    "profile_vector must be finite and non-zero",
+                    code="invalid_profile_vector",
+                    status_code=422,
+                )
+        stored: StoredProfile | None = None
+        if user_id:
+            with session_scope(self.settings.database_url) as s:
+                history, stored = load_user(s, user_id, history_max=self.params.history_max)
+        text_given = (profile_text or "").strip()
+        if vec is None and stored is not None and (not text_given or text_given == stored.summary.strip()):
+            vec = self.profile_vector(stored)  # the gateway sends the stored summary back: reuse its vector
+        if vec is None and text_given:
+            vec = self.text_vector(text_given)
+        if stored is not None:
+            summary = summary or stored.summary or stored.text or None
+        return UserContext(user_id=user_id, history=history, profile_vector=vec, profile_text=summary)
+
+    def text_vector(self, text_: str) -> np.ndarray | None:
+        """Embedding of a free profile text, cached by its hash (callers resend the same summaries)."""
+        if self.encoder is None:
+            return None
+        key = ("text:" + hashlib.sha1(text_.encode()).hexdigest(), 0)
+        vec = self.profiles.get(key)
+        if vec is None:
+            PROFILE_CACHE.labels("embedded").inc()
+            vec = self.encoder.encode([text_])[0]
+            self.profiles.put(key, vec)
+        else:
+            PROFILE_CACHE.labels("cached").inc()
+        return vec
+
+    def candidates(
+        self,
+        *,
+        user_id: str | None,
+        profile_text: str | None,
+        strategy: Strategy,
+        k: int | None,
+        exclude: Sequence[str] = (),
+        als_candidates: Sequence[tuple[str, float]] | None = None,
+        profile_vector: Sequence[float] | None = None,
+    ) -> dict[str, Any]:
+        started = time.perf_counter()
+        snap, catalog = self.current()
+        user = self.user_context(user_id=user_id, profile_text=profile_text, profile_vector=profile_vector)
+        kk = k if k is not None else (self.params.llm_k if strategy == "llm_only" else 10)
+        result: CandidateResult = generate_candidates(
+            strategy=strategy,
+            index=snap,
+            catalog=catalog,
+            user=user,
+            k=kk,
+            params=self.params,
+            exclude=exclude,
+            als_candidates=als_candidates,
+            encoder=self.encoder,
+        )
+        QUERY_SECONDS.labels(strategy).observe(time.perf_counter() - started)
+        return result.to_dict(user_id)
+
+    def item(self, parent_asin: str) -> dict[str, Any]:
+        snap, catalog = self.current()
+        info = catalog.get(parent_asin)
+        if info is None:
+            raise NotFound(f"item {parent_asin} not found", code="item_not_found")
+        return info.to_dict() | {"indexed": parent_asin in snap, "index_version": snap.version_label}
+
+    def similar(self, parent_asin: str, k: int) -> dict[str, Any]:
+        snap, catalog = self.current()
+        vec = snap.vector(parent_asin)
+        if vec is None:
+            if parent_asin in catalog:
+                raise NotFound(f"item {parent_asin} is not indexed yet", code="item_not_indexed")
+            raise NotFound(f"item {parent_asin} not found", code="item_not_found")
+        items = []
+        for asin, score in snap.search(vec, k + 1):
+            info = catalog.get(asin)
+            if asin == parent_asin or info is None:
+                continue
+            items.append(info.to_dict() | {"score": round(score, 6)})
+            if len(items) == k:
+                break
+        return {"parent_asin": parent_asin, "index_version": snap.version_label, "items": items}
+
+    # ---- health ---------------------------------------------------------------------------------
+    def readiness(self) -> dict[str, dict[str, Any]]:
+        snap = self._snapshot
+        checks: dict[str, dict[str, Any]] = {
+            "model": {
+                "ok": self.encoder is not None,
+                "name": self.settings.EMBEDDING_MODEL,
+                "dim": getattr(self.encoder, "dim", None),
+            },
+            "index": {
+                "ok": snap is not None and self._catalog is not None,
+                "version": snap.version_label if snap else None,
+                "size": len(snap) if snap else 0,
+                "kind": snap.kind if snap else self.config.kind,
+                "catalog_items": len(self._catalog) if self._catalog else 0,
+            },
+        }
+        if self.last_error:
+            checks["index"]["last_error"] = self.last_error[:500]
+        try:
+            with session_scope(self.settings.database_url) as s:
+                s.execute(text("SELECT 1"))
+            checks["database"] = {"ok": True}
+        except Exception as e:
+            checks["database"] = {"ok": False, "error": str(e)[:300]}
+        return checks

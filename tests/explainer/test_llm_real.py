@@ -1,0 +1,59 @@
+"""The LLM backend with the real offline default model (one load per session)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.explainer.app import create_app
+from services.explainer.config import ExplainerSettings
+from services.explainer.llm import LLMReasoner
+from services.explainer.templates import ad_dup_ratio
+from tests.explainer.conftest import make_items, make_profile
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def client(explainer_settings: ExplainerSettings, real_llm: Any) -> Any:
+    # A generous budget: speed is measured in bench/, here only behaviour counts.
+    settings = explainer_settings.model_copy(update={"EXPLAINER_LLM_BUDGET_S": 600.0})
+    reasoner = LLMReasoner(real_llm, batch=2, max_new_tokens=32, max_chars=160, max_ungrounded=2)
+    with TestClient(create_app(settings, reasoner=reasoner)) as c:
+        yield c
+
+
+def test_real_llm_reasons_are_validated_and_distinct(client: TestClient, real_llm: Any, unique: str) -> None:
+    items = make_items(3, seed=21)
+    body = client.post(
+        "/v1/explanations",
+        json={"user_id": unique, "profile": make_profile(21), "profile_version": 1, "items": items},
+    ).json()
+    assert body["backend"] == real_llm.name and body["degraded"] is False
+    reasons = [e["reason"] for e in body["explanations"]]
+    assert len(reasons) == 3 and all(reasons)
+    assert ad_dup_ratio(reasons) == 0.0
+    for e in body["explanations"]:
+        assert e["source"] in ("llm", "template")
+        assert len(e["reason"]) <= 200 and "Customer likes" not in e["reason"]
+
+
+def test_real_llm_rerank_returns_k_distinct_candidates(client: TestClient) -> None:
+    cands = make_items(12, seed=22)
+    body = client.post(
+        "/v1/rerank",
+        json={
+            "user_id": "U",
+            "summary": "The customer buys soft cotton blankets. "
+            "They value comfort. They will likely buy more bedding.",
+            "candidates": cands,
+            "k": 5,
+        },
+    ).json()
+    asins = [i["parent_asin"] for i in body["items"]]
+    assert len(asins) == 5 and len(set(asins)) == 5
+    assert set(asins) <= {c["parent_asin"] for c in cands}
+    assert 0 <= body["parsed"] <= 5 and body["fallback"] == (body["parsed"] < 5)
+    assert all(i["reason"] for i in body["items"])

@@ -1,0 +1,25 @@
+"""Ingest fixtures: one ingest app (real PostgreSQL, real broker, relay running) per session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.ingest.app import create_app
+from services.ingest.config import IngestSettings, from_common
+from shared.config import CommonSettings
+
+
+@pytest.fixture(scope="session")
+def ingest_settings(settings: CommonSettings) -> IngestSettings:
+    return from_common(settings).model_copy(
+        update={"RELAY_INTERVAL_S": 0.05, "RELAY_MAX_BACKOFF_S": 1.0, "API_KEYS": []}
+    )
+
+
+@pytest.fixture(scope="session")
+def client(ingest_settings: IngestSettings) -> Iterator[TestClient]:
+    with TestClient(create_app(ingest_settings)) as c:
+        yield c

@@ -1,0 +1,47 @@
+"""The embedded default: the same upsert/outbox semantics on SQLite, and one relay leader per file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from services.ingest.config import IngestSettings
+from services.ingest.relay import OutboxRelay
+from services.ingest.service import ingest
+from shared.db import session_scope, upgrade_database
+from shared.models import Item, OutboxEvent, Review
+from tests.ingest.util import item, review
+
+
+def test_sqlite_upsert_emits_only_for_new_or_changed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'recsys.db'}"
+    upgrade_database(url)
+    r = review(nested={"a": [1, "\u0000"]})
+    first = ingest(database_url=url, kind="reviews", records=[r, r | {"timestamp": r["timestamp"] + 1}])
+    again = ingest(database_url=url, kind="reviews", records=[r])
+    changed = ingest(database_url=url, kind="reviews", records=[r | {"text": "changed my mind"}])
+    it = item()
+    items = [ingest(database_url=url, kind="items", records=[it]) for _ in range(2)]
+    assert (first.changed, again.changed, changed.changed) == (2, 0, 1)
+    assert [x.changed for x in items] == [1, 0]
+    with session_scope(url) as s:
+        rows = list(
+            s.scalars(select(Review).where(Review.user_id == r["user_id"]).order_by(Review.timestamp))
+        )
+        assert [x.text for x in rows] == ["changed my mind", r["text"]]
+        assert rows[0].extra == {"nested": {"a": [1, "\u0000"]}}
+        assert rows[0].created_at is not None and rows[0].updated_at >= rows[0].created_at
+        assert s.get(Item, it["parent_asin"]).row_hash
+        assert s.scalar(select(func.count()).select_from(OutboxEvent)) == 4
+
+
+def test_only_one_relay_per_sqlite_file(tmp_path: Path) -> None:
+    settings = IngestSettings(HOME=tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'recsys.db'}")
+    a, b = OutboxRelay(settings=settings, name="a"), OutboxRelay(settings=settings, name="b")
+    assert a.is_leader() is True
+    assert b.is_leader() is False
+    assert b.publish_pending() == 0  # standby: does not even look at the outbox
+    a.stop()  # releases the lock: the standby takes over
+    assert b.is_leader() is True
+    b.stop()

@@ -1,0 +1,114 @@
+"""Helpers for ingest tests: review builders, a Kafka reader, a live uvicorn server."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+import uvicorn
+from fastapi import FastAPI
+from kafka import KafkaConsumer
+
+from shared.broker import free_port, wait_for_port
+from shared.config import CommonSettings
+from shared.kafka import _common
+
+
+def user_id() -> str:
+    """An Amazon-like 28-character user id, unique per call."""
+    return ("A" + uuid.uuid4().hex.upper())[:28]
+
+
+def review(**over: Any) -> dict[str, Any]:
+    base = {
+        "rating": 5.0,
+        "title": "Great wig",
+        "text": "Soft, natural looking, the lace is thin.",
+        "images": [],
+        "asin": "B0TEST0001",
+        "parent_asin": "B0TEST0001",
+        "user_id": user_id(),
+        "timestamp": 1_700_000_000_000,
+        "helpful_vote": 0,
+        "verified_purchase": True,
+    }
+    return base | over
+
+
+def item(**over: Any) -> dict[str, Any]:
+    base = {
+        "main_category": "All Beauty",
+        "title": "Long wavy wig",
+        "average_rating": 4.2,
+        "rating_number": 12,
+        "features": ["heat resistant fiber"],
+        "description": ["A wig."],
+        "price": 19.99,
+        "images": [],
+        "videos": [],
+        "store": "WigCo",
+        "categories": [],
+        "details": {"Color": "Black"},
+        "parent_asin": "B0" + uuid.uuid4().hex[:8].upper(),
+        "bought_together": None,
+    }
+    return base | over
+
+
+def read_topic(
+    settings: CommonSettings,
+    topic: str,
+    *,
+    until: Callable[[list[Any]], bool],
+    match: Callable[[Any], bool] = lambda _: True,
+    timeout_s: float = 30.0,
+) -> list[Any]:
+    """Read a topic from the beginning (no group) and return matching records once ``until`` holds."""
+    consumer = KafkaConsumer(
+        settings.topic(topic),
+        **_common(settings),
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=1000,
+    )
+    found: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                found.extend(r for r in batch if match(r))
+            if until(found):
+                return found
+        return found
+    finally:
+        consumer.close()
+
+
+def value(record: Any) -> Any:
+    return orjson.loads(record.value)
+
+
+@contextmanager
+def live_server(app: FastAPI) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free port in a thread; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    if not wait_for_port("127.0.0.1", port, 20):
+        raise RuntimeError("uvicorn did not start")
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)

@@ -1,0 +1,157 @@
+"""The FAISS snapshot: add/replace/remove by id, kinds, persistence, swaps under concurrent reads."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.retriever.index import IndexConfig, IndexSnapshot, ItemVector, SnapshotStore
+from services.retriever.sync import embed_items
+from shared.amazon import ItemIn
+from shared.embeddings import Encoder
+
+DIM = 32
+
+
+def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    v = rng.normal(size=(n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _items(n: int, seed: int = 0, prefix: str = "I") -> list[ItemVector]:
+    rng = np.random.default_rng(seed)
+    vecs, titles = _unit(rng, n), _unit(rng, n)
+    return [ItemVector(f"{prefix}{i}", f"h{i}", vecs[i], titles[i]) for i in range(n)]
+
+
+@pytest.mark.parametrize("kind", ["flat", "flat_fp16", "hnsw", "ivf"])
+def test_each_kind_finds_an_item_by_its_own_vector(kind: str) -> None:
+    items = _items(400)
+    snap = IndexSnapshot.build(items, dim=DIM, model_name="m", config=IndexConfig(kind=kind, ivf_nprobe=64))
+    assert len(snap) == 400 and snap.kind == kind
+    hits = sum(snap.search(it.vector, 1)[0][0] == it.parent_asin for it in items[:50])
+    assert hits >= 48  # approximate kinds may miss a rare one
+
+
+@pytest.mark.parametrize("kind", ["flat", "flat_fp16", "hnsw", "ivf"])
+def test_replace_and_remove_are_copy_on_write(kind: str) -> None:
+    config = IndexConfig(kind=kind)
+    base = IndexSnapshot.build(_items(100), dim=DIM, model_name="m", config=config)
+    new_vec = _unit(np.random.default_rng(9), 1)[0]
+    updated = base.with_updates(
+        [ItemVector("I5", "h5-new", new_vec, new_vec)], removals=["I7"], config=config
+    )
+    # the new snapshot serves the new vector, under the same parent_asin, without the removed item
+    assert np.allclose(updated.vector("I5"), new_vec) and updated.hashes["I5"] == "h5-new"
+    assert updated.search(new_vec, 1)[0][0] == "I5"
+    assert "I7" not in updated and len(updated) == 99
+    assert all(a != "I7" for a, _ in updated.search(base.vector("I7"), 100))  # type: ignore[arg-type]
+    # ... and never returns I5 twice (the old slot is dead)
+    assert [a for a, _ in updated.search(new_vec, 99)].count("I5") == 1
+    # the old snapshot is untouched: readers holding it see a consistent index
+    assert not np.allclose(base.vector("I5"), new_vec) and "I7" in base and len(base) == 100
+    assert base.fingerprint != updated.fingerprint
+
+
+def test_hnsw_dead_slots_are_compacted() -> None:
+    config = IndexConfig(kind="hnsw")
+    snap = IndexSnapshot.build(_items(40), dim=DIM, model_name="m", config=config)
+    for round_ in range(4):  # replace 5 items per round: dead slots pile up, then a rebuild clears them
+        snap = snap.with_updates(_items(5, seed=100 + round_), config=config)
+        assert len(snap) == 40
+    assert snap.dead_in_index < 0.25 * len(snap.slot_asin) + 5
+    assert len(snap.search(snap.vector("I0"), 40)) == 40  # type: ignore[arg-type]
+
+
+def test_replacing_an_items_text_changes_its_vector(encoder: Encoder) -> None:
+    before = ItemIn(parent_asin="X1", title="Stainless steel chef knife", features=["razor sharp blade"])
+    after = before.model_copy(
+        update={"title": "Cotton baby blanket", "features": ["soft and warm for infants"]}
+    )
+    (v1,), (v2,) = embed_items([before], encoder), embed_items([after], encoder)
+    assert v1.content_hash != v2.content_hash
+    assert float(v1.vector @ v2.vector) < 0.6
+    assert abs(float(np.linalg.norm(v2.vector)) - 1.0) < 1e-4
+    query = encoder.encode(["a blanket for my newborn"])[0]
+    config = IndexConfig()
+    snap = IndexSnapshot.build([v1], dim=encoder.dim, model_name=encoder.model_name, config=config)
+    score_before = snap.search(query, 1)[0][1]
+    snap2 = snap.with_updates([v2], config=config)
+    assert snap2.search(query, 1)[0][1] > score_before + 0.2
+
+
+def test_snapshot_round_trip_and_manifest(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path / "index", keep=2)
+    assert store.load(config=IndexConfig()) is None
+    snap = IndexSnapshot.build(
+        _items(50), dim=DIM, model_name="m", config=IndexConfig(), db_state={"items": 50}
+    )
+    saved = [store.save(snap) for _ in range(4)]
+    assert [s.version for s in saved] == [1, 2, 3, 4]
+    loaded = store.load(config=IndexConfig())
+    assert loaded is not None and loaded.version == 4
+    assert loaded.fingerprint == snap.fingerprint and loaded.db_state == {"items": 50}
+    assert np.array_equal(loaded.vectors, snap.vectors) and loaded.hashes == snap.hashes
+    assert loaded.search(snap.vectors[3], 1)[0][0] == "I3"
+    assert json.loads((tmp_path / "index" / "manifest.json").read_text())["version"] == 4
+    kept = sorted(p.name for p in (tmp_path / "index").glob("v*"))
+    assert kept == ["v0000000003", "v0000000004"]  # older snapshots pruned
+    assert not list((tmp_path / "index").glob(".tmp-*"))
+
+
+def test_hnsw_snapshot_keeps_dead_slots_and_search_params(tmp_path: Path) -> None:
+    config = IndexConfig(kind="hnsw", hnsw_ef_search=300)
+    snap = IndexSnapshot.build(_items(60), dim=DIM, model_name="m", config=config)
+    snap = snap.with_updates(_items(3, seed=5), config=config)
+    store = SnapshotStore(tmp_path)
+    store.save(snap)
+    loaded = store.load(config=config)
+    assert loaded is not None and loaded.kind == "hnsw" and loaded.dead_in_index == 3
+    import faiss
+
+    assert faiss.downcast_index(loaded.index.index).hnsw.efSearch == 300
+    assert len({a for a, _ in loaded.search(snap.vectors[0], 60)}) == 60
+
+
+def test_concurrent_queries_during_swaps_never_fail() -> None:
+    """Readers take one reference per query; a writer swaps new snapshots in the meantime."""
+    config = IndexConfig()
+    holder = {"snap": IndexSnapshot.build(_items(300), dim=DIM, model_name="m", config=config)}
+    errors: list[BaseException] = []
+    queries = 0
+    stop = threading.Event()
+    rng = np.random.default_rng(1)
+    qs = _unit(rng, 64)
+
+    def reader() -> None:
+        nonlocal queries
+        i = 0
+        while not stop.is_set():
+            snap = holder["snap"]
+            try:
+                hits = snap.search(qs[i % 64], 50)
+                assert len(hits) == 50
+                assert all(a in snap for a, _ in hits)  # every answer belongs to the snapshot queried
+                queries += 1
+            except BaseException as e:  # noqa: BLE001 - collected and asserted below
+                errors.append(e)
+                return
+            i += 1
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for round_ in range(30):
+        upd = _items(20, seed=1000 + round_, prefix=f"R{round_}-")
+        removals = list(holder["snap"].asin_slot)[:10]
+        holder["snap"] = holder["snap"].with_updates(upd, removals=removals, config=config)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert queries > 30
+    assert len(holder["snap"]) == 300 + 30 * 10

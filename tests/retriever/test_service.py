@@ -1,0 +1,323 @@
+"""The retriever end to end on real PostgreSQL, a real broker and the real model.
+
+Items go in through the ingest service (rows + outbox in one transaction) and its outbox relay,
+the indexer consumes items.v1, and the HTTP app picks up its snapshots.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from services.ingest.config import IngestSettings
+from services.ingest.relay import OutboxRelay
+from services.ingest.service import ingest
+from services.retriever.app import create_app
+from services.retriever.config import RetrieverSettings
+from services.retriever.indexer import Indexer, build_loop
+from services.retriever.service import RetrieverService
+from shared.config import CommonSettings
+from shared.db import get_engine, session_scope, upgrade_database
+from shared.embeddings import Encoder, to_bytes
+from shared.models import Profile
+from shared.synth import generate
+from tests.conftest import PG_ADMIN_URL
+from tests.retriever.conftest import CountingEncoder
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(predicate: Any, timeout_s: float = 60.0, interval_s: float = 0.2) -> float:
+    """Seconds until ``predicate()`` is truthy; fails the test on timeout."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+@pytest.fixture(scope="module")
+def own_db() -> Iterator[str]:
+    """A database of this module's own: bootstrap embeds exactly the items these tests wrote."""
+    name = f"recsys_retriever_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    upgrade_database(url)
+    yield url
+    get_engine(url).dispose()
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    return generate(users=40, items=32, seed=11)
+
+
+@pytest.fixture(scope="module")
+def rsettings(
+    settings: CommonSettings, own_db: str, tmp_path_factory: pytest.TempPathFactory
+) -> RetrieverSettings:
+    return RetrieverSettings(
+        **(
+            settings.model_dump()
+            | {
+                "DATABASE_URL": own_db,
+                "HOME": tmp_path_factory.mktemp("retriever-home"),
+                "TOPIC_PREFIX": f"t{uuid.uuid4().hex[:6]}.",
+                "RETRIEVER_POLL_S": 0.2,
+                "RETRIEVER_CATALOG_REFRESH_S": 0.5,
+                "RETRIEVER_PROFILE_LISTENER": False,
+                "RETRIEVER_INDEXER_GROUP": f"retriever-indexer-{uuid.uuid4().hex[:6]}",
+            }
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def relay(rsettings: RetrieverSettings) -> Iterator[OutboxRelay]:
+    r = OutboxRelay(settings=IngestSettings(**rsettings.model_dump()))
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def loaded(rsettings: RetrieverSettings, data: Any) -> dict[str, Any]:
+    reviews, meta, _ = data
+    assert ingest(database_url=rsettings.database_url, kind="items", records=meta).accepted == len(meta)
+    assert ingest(database_url=rsettings.database_url, kind="reviews", records=reviews).accepted == len(
+        reviews
+    )
+    return {"items": len(meta)}
+
+
+@pytest.fixture(scope="module")
+def counting(encoder: Encoder) -> CountingEncoder:
+    return CountingEncoder(encoder)
+
+
+@pytest.fixture(scope="module")
+def client(rsettings: RetrieverSettings, loaded: Any, counting: CountingEncoder) -> Iterator[TestClient]:
+    svc = RetrieverService(rsettings, encoder=counting)
+    with TestClient(create_app(rsettings, service=svc)) as c:
+        assert svc.wait_ready(120), svc.last_error
+        c.svc = svc  # type: ignore[attr-defined]
+        yield c
+
+
+@pytest.fixture(scope="module")
+def indexer(rsettings: RetrieverSettings, client: TestClient, encoder: Encoder) -> Iterator[Indexer]:
+    idx = Indexer(rsettings, encoder=CountingEncoder(encoder))
+    idx.bootstrap()
+    loop = build_loop(rsettings, idx)
+    t = threading.Thread(target=loop.run, name="test-indexer", daemon=True)
+    t.start()
+    yield idx
+    loop.stop()
+    t.join(timeout=20)
+
+
+def _svc(client: TestClient) -> RetrieverService:
+    return client.svc  # type: ignore[attr-defined,no-any-return]
+
+
+def test_bootstrap_embeds_the_catalog_once_and_serves_it(
+    client: TestClient, counting: CountingEncoder, loaded: Any, encoder: Encoder
+) -> None:
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    checks = ready.json()["checks"]
+    assert checks["index"]["size"] == loaded["items"] and checks["model"]["ok"] and checks["database"]["ok"]
+    assert counting.texts == 2 * loaded["items"]  # item text + title per item
+    # a second process (the indexer) starting on the same snapshot embeds nothing
+    other = CountingEncoder(encoder)
+    idx = Indexer(_svc(client).settings, encoder=other)
+    assert len(idx.bootstrap()) == loaded["items"] and other.texts == 0
+
+
+def test_item_posted_to_ingest_becomes_retrievable_within_seconds(
+    client: TestClient, indexer: Indexer, relay: OutboxRelay, rsettings: RetrieverSettings
+) -> None:
+    item = {
+        "parent_asin": "B0STOVE0001",
+        "title": "Titanium backpacking camping stove",
+        "main_category": "Outdoors",
+        "features": ["folds to pocket size", "boils water in 3 minutes"],
+        "average_rating": 4.6,
+        "rating_number": 120,
+    }
+    started = time.monotonic()
+    assert ingest(database_url=rsettings.database_url, kind="items", records=[item]).accepted == 1
+    wait_for(lambda: relay.publish_pending() == 0 and True, timeout_s=30)  # outbox drained to the broker
+
+    def found() -> bool:
+        r = client.post("/v1/candidates", json={"profile_text": "a light stove for camping trips", "k": 3})
+        return r.status_code == 200 and r.json()["items"][0]["parent_asin"] == "B0STOVE0001"
+
+    wait_for(found, timeout_s=60)
+    elapsed = time.monotonic() - started
+    assert elapsed < 60
+    got = client.get("/v1/items/B0STOVE0001").json()
+    assert got["indexed"] and got["title"].startswith("Titanium") and got["average_rating"] == 4.6
+
+
+def test_replacing_an_items_text_changes_its_vector(
+    client: TestClient, indexer: Indexer, relay: OutboxRelay, rsettings: RetrieverSettings
+) -> None:
+    svc = _svc(client)
+    wait_for(lambda: svc.current()[0].vector("B0STOVE0001") is not None, timeout_s=60)
+    before = svc.current()[0].vector("B0STOVE0001").copy()  # type: ignore[union-attr]
+    changed = {
+        "parent_asin": "B0STOVE0001",
+        "title": "Organic cotton crib sheet for babies",
+        "main_category": "Baby",
+        "features": ["breathable", "fits standard crib mattress"],
+        "average_rating": 4.6,
+        "rating_number": 120,
+    }
+    assert ingest(database_url=rsettings.database_url, kind="items", records=[changed]).accepted == 1
+    relay.publish_pending()
+
+    def replaced() -> bool:
+        v = svc.current()[0].vector("B0STOVE0001")
+        return v is not None and float(v @ before) < 0.7
+
+    wait_for(replaced, timeout_s=60)
+    r = client.post("/v1/candidates", json={"profile_text": "sheets for my baby's crib", "k": 1}).json()
+    assert r["items"][0]["parent_asin"] == "B0STOVE0001"
+    wait_for(lambda: client.get("/v1/items/B0STOVE0001").json()["title"].startswith("Organic"), timeout_s=30)
+
+
+def test_replayed_events_change_nothing(indexer: Indexer) -> None:
+    snap = indexer.snapshot
+    again = indexer.apply(dict(snap.hashes))
+    assert again is snap and indexer.store.latest_version() == snap.version
+
+
+def test_restart_restores_the_snapshot_without_re_embedding(
+    client: TestClient, rsettings: RetrieverSettings, encoder: Encoder, indexer: Indexer
+) -> None:
+    latest = indexer.snapshot
+    fresh = CountingEncoder(encoder)
+    svc = RetrieverService(rsettings, encoder=fresh)
+    try:
+        svc.start()
+        assert svc.wait_ready(60), svc.last_error
+        snap, _ = svc.current()
+        assert fresh.texts == 0
+        assert snap.fingerprint == latest.fingerprint and len(snap) == len(latest)
+        assert np.array_equal(snap.vector("B0STOVE0001"), latest.vector("B0STOVE0001"))  # type: ignore[arg-type]
+    finally:
+        svc.stop()
+
+
+def test_history_from_the_database_personalizes(client: TestClient, data: Any) -> None:
+    reviews, _, truth = data
+    by_user: dict[str, list[dict[str, Any]]] = {}
+    for r in reviews:
+        by_user.setdefault(r["user_id"], []).append(r)
+    user, revs = max(by_user.items(), key=lambda kv: len(kv[1]))
+    body = client.post("/v1/candidates", json={"user_id": user, "k": 5, "strategy": "hybrid"}).json()
+    assert body["user_id"] == user and not body["cold_start"] and body["strategy"] == "hybrid"
+    seen = {r["parent_asin"] for r in revs}
+    assert all(i["parent_asin"] not in seen for i in body["items"])
+    assert all(i["source"] == "hybrid" for i in body["items"])
+    assert all(i["average_rating"] is None or i["average_rating"] >= 3.3 for i in body["items"])
+    excluded = body["items"][0]["parent_asin"]
+    body2 = client.post("/v1/candidates", json={"user_id": user, "k": 5, "exclude": [excluded]}).json()
+    assert excluded not in {i["parent_asin"] for i in body2["items"]}
+
+
+def test_cold_start_users_get_diverse_popular_items(client: TestClient) -> None:
+    lists = []
+    for i in range(8):
+        body = client.post("/v1/candidates", json={"user_id": f"nobody-{i}", "k": 5}).json()
+        assert body["cold_start"] and len(body["items"]) == 5
+        assert {it["source"] for it in body["items"]} == {"popular"}
+        lists.append(tuple(it["parent_asin"] for it in body["items"]))
+    assert len(set(lists)) >= 3
+
+
+def test_stored_profile_vector_is_used(
+    client: TestClient, rsettings: RetrieverSettings, encoder: Encoder, data: Any
+) -> None:
+    _, _, truth = data
+    fam_name, fam = next(iter(truth["families"].items()))
+    vec = encoder.encode([f"Loves {fam['noun']}: {', '.join(fam['likes'])}"])[0]
+    with session_scope(rsettings.database_url) as s:
+        s.merge(
+            Profile(user_id="profiled-user", version=3, status="ready", summary="", embedding=to_bytes(vec))
+        )
+    body = client.post("/v1/candidates", json={"user_id": "profiled-user", "k": 5}).json()
+    assert not body["cold_start"]
+    hits = sum(truth["items"].get(i["parent_asin"]) == fam_name for i in body["items"])
+    assert hits >= 3, body["items"]
+    llm = client.post("/v1/candidates", json={"user_id": "profiled-user", "strategy": "llm_only"}).json()
+    assert llm["strategy"] == "llm_only" and len(llm["items"]) <= 50
+    assert all(i["average_rating"] >= 4.0 and i["rating_number"] >= 5 for i in llm["items"])
+
+
+def test_profile_events_warm_the_vector_cache(client: TestClient, rsettings: RetrieverSettings) -> None:
+    svc = _svc(client)
+    with session_scope(rsettings.database_url) as s:
+        s.merge(Profile(user_id="event-user", version=7, status="ready", summary="Enjoys vegan lipstick."))
+
+    class Rec:  # the shape ConsumerLoop hands to handlers
+        partition, offset = 0, 0
+        value = b'{"type":"profile.updated","user_id":"event-user","version":7,"status":"ready"}'
+
+    svc.handle_profile_events([Rec()])
+    assert svc.profiles.get(("event-user", 7)) is not None
+
+
+def test_similar_items_and_lookups(client: TestClient, data: Any) -> None:
+    _, meta, truth = data
+    asin = meta[0]["parent_asin"]
+    body = client.get(f"/v1/items/{asin}/similar", params={"k": 4}).json()
+    assert body["parent_asin"] == asin and len(body["items"]) == 4
+    assert asin not in {i["parent_asin"] for i in body["items"]}
+    assert truth["items"][body["items"][0]["parent_asin"]] == truth["items"][asin]
+    missing = client.get("/v1/items/NOPE0000")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "item_not_found"
+    assert client.get("/v1/items/NOPE0000/similar").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"k": 0},
+        {"k": 10_000},
+        {"strategy": "bogus"},
+        {"user_id": ""},
+        {"exclude": "B0X"},
+        {"als_candidates": [{"parent_asin": "B0X", "score": "high"}]},
+        {"profile_vector": [1.0, 2.0]},
+    ],
+)
+def test_bad_requests_are_precise_4xx(client: TestClient, body: dict[str, Any]) -> None:
+    r = client.post("/v1/candidates", json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] in {"validation_error", "invalid_profile_vector"}
+
+
+def test_metrics_expose_query_latency(client: TestClient) -> None:
+    client.post("/v1/candidates", json={"profile_text": "lipstick", "k": 2})
+    metrics = client.get("/metrics").text
+    assert "recsys_retriever_query_seconds_bucket" in metrics and "recsys_retriever_index_items" in metrics
+
+
+def test_home_holds_a_manifest(rsettings: RetrieverSettings, client: TestClient) -> None:
+    assert (Path(rsettings.HOME) / "index" / "manifest.json").exists()
