@@ -43,12 +43,14 @@ def make_celery(settings: ProfilerSettings) -> Celery:
         result_serializer="json",
         result_expires=3600,
         task_ignore_result=True,  # the effect is the profile row; nobody waits on results
-        broker_transport_options={
+        # Redelivery options are Redis-transport options; the SQLAlchemy transport (embedded mode)
+        # passes transport options to create_engine, which rejects them.
+        broker_transport_options=({
             "visibility_timeout": settings.PROFILER_VISIBILITY_TIMEOUT_S,
             # Sweep for abandoned jobs often enough that a short visibility timeout means fast recovery.
             "unacked_restore_interval": max(1, min(10, settings.PROFILER_VISIBILITY_TIMEOUT_S // 2)),
             "unacked_restore_throttle": 1,
-        },
+        } if settings.celery_broker_url.startswith(("redis", "rediss")) else {}),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
     )
