@@ -47,6 +47,11 @@ class ProfilerSettings(CommonSettings):
     PROFILER_VOCAB_TTL_S: float = Field(
         300.0, ge=0, description="how long a worker trusts its vocabulary before re-checking the catalog"
     )
+    PROFILER_PROVISIONAL: bool = Field(
+        True,
+        description="write an extractive profile first for users that have none, then refine it with the LLM "
+        "(a new user is personalised in seconds even while the LLM queue is long)",
+    )
     PROFILER_PUBLISH_DIRECT: bool = Field(
         True, description="publish the outbox rows right after commit (the ingest relay is the backstop)"
     )

@@ -209,6 +209,21 @@ def build_profiles(
     return written
 
 
+def write_provisional(user_ids: Sequence[str], *, settings: ProfilerSettings) -> int:
+    """Extractive profiles (milliseconds, no LLM) for users without a ready profile.
+
+    Called by the trigger before it queues the LLM job, so a new user is personalised within seconds
+    even while the GPU/LLM queue is long; the LLM job then replaces the row (its model name differs).
+    """
+    with session_scope(settings.database_url) as session:
+        ready = set(session.scalars(select(Profile.user_id).where(
+            Profile.user_id.in_(list(user_ids)), Profile.status == "ready")))
+    missing = [u for u in user_ids if u not in ready]
+    if not missing:
+        return 0
+    return len(build_profiles(missing, settings=settings, llm=None))
+
+
 _producers: dict[str, Any] = {}
 
 

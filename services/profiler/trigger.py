@@ -118,6 +118,18 @@ def _as_profiler_settings(settings: CommonSettings) -> ProfilerSettings:
     return ProfilerSettings(**settings.model_dump())
 
 
+def _provisional_then_enqueue(app: Any, users: list[str], *, settings: ProfilerSettings,
+                              enqueue: Callable[..., None]) -> None:
+    if settings.PROFILER_PROVISIONAL:
+        from services.profiler.service import write_provisional
+
+        try:
+            write_provisional(users, settings=settings)
+        except Exception:  # the LLM job below still builds the profile
+            log.exception("provisional profiles failed", extra={"users": len(users)})
+    enqueue(app, users, queue=settings.PROFILER_QUEUE)
+
+
 def make_trigger(settings: CommonSettings, *, celery_app: Any = None) -> tuple[ConsumerLoop, Debouncer]:
     """The trigger's consumer loop and debouncer (``loop.run()`` blocks; ``loop.stop()`` ends it)."""
     from services.profiler.tasks import enqueue, make_celery
@@ -125,7 +137,7 @@ def make_trigger(settings: CommonSettings, *, celery_app: Any = None) -> tuple[C
     s = _as_profiler_settings(settings)
     app = celery_app or make_celery(s)
     debouncer = Debouncer(
-        enqueue=lambda users: enqueue(app, users, queue=s.PROFILER_QUEUE),
+        enqueue=lambda users: _provisional_then_enqueue(app, users, settings=s, enqueue=enqueue),
         debounce_s=s.PROFILER_DEBOUNCE_S,
         max_wait_s=s.PROFILER_MAX_WAIT_S,
         users_per_task=s.PROFILER_USERS_PER_TASK,
