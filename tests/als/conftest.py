@@ -2,36 +2,23 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from sqlalchemy import create_engine, text
 
 from services.als.config import AlsSettings
 from shared.config import CommonSettings
 from tests.als.synth import planted_ratings
-from tests.conftest import PG_ADMIN_URL
+from tests.utils.databases import temporary_database
 
 
 @pytest.fixture(scope="session")
 def als_db_url() -> Iterator[str]:
     """The ALS tests own the live-model state, so they get their own migrated database."""
-    from shared.db import get_engine, upgrade_database
-
-    name = f"recsys_test_als_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    upgrade_database(url)
-    yield url
-    get_engine(url).dispose()
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with temporary_database("recsys_test_als") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
 
 from services.ingest.config import IngestSettings
 from services.ingest.relay import OutboxRelay
@@ -26,12 +25,12 @@ from services.retriever.config import RetrieverSettings
 from services.retriever.indexer import Indexer, build_loop
 from services.retriever.service import RetrieverService
 from shared.config import CommonSettings
-from shared.db import get_engine, session_scope, upgrade_database
+from shared.db import session_scope
 from shared.embeddings import Encoder, to_bytes
 from shared.models import Profile
 from shared.synth import generate
-from tests.conftest import PG_ADMIN_URL
 from tests.retriever.conftest import CountingEncoder
+from tests.utils.databases import temporary_database
 
 pytestmark = pytest.mark.slow
 
@@ -49,17 +48,8 @@ def wait_for(predicate: Any, timeout_s: float = 60.0, interval_s: float = 0.2) -
 @pytest.fixture(scope="module")
 def own_db() -> Iterator[str]:
     """A database of this module's own: bootstrap embeds exactly the items these tests wrote."""
-    name = f"recsys_retriever_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    upgrade_database(url)
-    yield url
-    get_engine(url).dispose()
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with temporary_database("recsys_retriever") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
