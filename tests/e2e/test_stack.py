@@ -21,6 +21,7 @@ import pytest
 
 from shared.broker import free_port
 from shared.config import CommonSettings
+from tests.utils.databases import temporary_database
 
 # Setup (models, Spark, profiling on a shared 2-core box) can take many minutes.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -75,8 +76,15 @@ def _wait_until(what: str, check: Any, *, timeout_s: float, every_s: float = 1.0
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
-@pytest.fixture(scope="session")
-def stack(settings: CommonSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@pytest.fixture(scope="module")
+def e2e_db_url() -> Iterator[str]:
+    """The stack's own database: its ingest relay must not publish other tests' outbox rows."""
+    with temporary_database("recsys_e2e") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")  # stopped before other areas' tests run: they must not share its CPU or DB
+def stack(settings: CommonSettings, e2e_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from shared.events import ALL_TOPICS
     from shared.kafka import ensure_topics
     from shared.synth import write
@@ -88,7 +96,7 @@ def stack(settings: CommonSettings, tmp_path_factory: pytest.TempPathFactory) ->
         **os.environ,
         "RECSYS_ENVIRONMENT": "test",
         "RECSYS_HOME": str(home),
-        "RECSYS_DATABASE_URL": settings.database_url,
+        "RECSYS_DATABASE_URL": e2e_db_url,
         "RECSYS_KAFKA_BOOTSTRAP": settings.KAFKA_BOOTSTRAP,
         "RECSYS_CELERY_BROKER_URL": settings.celery_broker_url,
         "RECSYS_CELERY_RESULT_BACKEND": settings.celery_result_backend,
