@@ -9,7 +9,7 @@ from kafka import KafkaConsumer
 from sqlalchemy import select
 
 from services.profiler.profiles import split_sentences
-from services.profiler.service import build_profiles
+from services.profiler.service import build_profiles, write_provisional
 from shared.db import session_scope
 from shared.embeddings import from_bytes
 from shared.llm import CallableLLM
@@ -91,3 +91,17 @@ def test_users_without_text_or_reviews_are_recorded_as_cold_start(psettings, cat
     with session_scope(psettings.database_url) as s:
         stored = s.get(Profile, silent)
         assert stored is not None and stored.preferred_products == [] and stored.summary == ""
+
+
+def test_provisional_profile_is_extractive_queued_for_the_relay_and_never_overwrites_a_ready_one(
+    psettings, catalog, unique
+) -> None:
+    user = f"prov-{unique}"
+    add_reviews(psettings, user, [(catalog["shampoo"], 5, "This argan oil shampoo fixed my dry hair, gentle.")])
+    assert write_provisional([user], settings=psettings) == 1
+    with session_scope(psettings.database_url) as s:
+        row = s.get(Profile, user)
+        assert row is not None and row.status == "ready" and row.source == "extractive" and row.version == 1
+        pending = s.scalars(select(OutboxEvent).where(OutboxEvent.key == user)).all()
+        assert [e.published_at for e in pending] == [None]  # left to the outbox relay, not published inline
+    assert write_provisional([user], settings=psettings) == 0  # a ready profile is never replaced by this path

@@ -43,7 +43,9 @@ def _wait_for(predicate, *, timeout_s: float, what: str, log: Path | None = None
 def test_new_review_leads_to_a_stored_profile_and_a_profiles_event(
     psettings, catalog, unique, worker_log
 ) -> None:
-    s = psettings.model_copy(update={"PROFILER_QUEUE": f"e2e-{unique}", "PROFILER_GROUP": f"e2e-{unique}"})
+    # The LLM path itself: no provisional extractive row first (tested in test_service.py).
+    s = psettings.model_copy(update={"PROFILER_QUEUE": f"e2e-{unique}", "PROFILER_GROUP": f"e2e-{unique}",
+                                     "PROFILER_PROVISIONAL": False})
     ensure_topics(s, [REVIEWS])
     worker = start_worker(s, worker_log)
     loop, _ = make_trigger(s)
