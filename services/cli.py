@@ -193,7 +193,11 @@ def worker(
     argv = ["worker", "-Q", queue, "-c", str(concurrency), "-n", f"{name}@%h", "--loglevel", "INFO",
             "--pool", "solo" if concurrency == 1 else "prefork"]
     if beat:
-        argv.append("-B")
+        # The schedule state lives under RECSYS_HOME, never in the working directory.
+        from shared.config import get_settings
+
+        schedule = get_settings().ensure_home() / f"celerybeat-{name}"
+        argv += ["-B", "--schedule", str(schedule)]
     celery_app.worker_main(argv)
 
 

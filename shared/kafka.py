@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
@@ -42,8 +43,12 @@ def _common(settings: CommonSettings) -> dict[str, Any]:
 
 
 class _JsonValue(Serializer):
+    """JSON via orjson; bytes pass through unchanged (already-encoded JSON, e.g. the outbox relay's)."""
+
     def serialize(self, topic: str, headers: Any, value: Any) -> bytes:
-        return json.dumps(value, separators=(",", ":"), default=str).encode()
+        if isinstance(value, bytes | bytearray | memoryview):
+            return bytes(value)
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
 
 
 class _StrKey(Serializer):

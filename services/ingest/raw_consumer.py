@@ -53,7 +53,7 @@ class RawHandler:
     @property
     def producer(self) -> KafkaProducer:
         if self._producer is None:
-            self._producer = make_producer(self.settings, value_serializer=orjson.dumps)
+            self._producer = make_producer(self.settings)
         return self._producer
 
     def _dead_letter(self, record: ConsumerRecord, *, error: str, errors: list[dict[str, Any]]) -> DeadLetter:

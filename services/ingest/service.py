@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
@@ -212,48 +212,47 @@ def _dedupe(rows: list[dict[str, Any]], key: tuple[str, ...]) -> dict[tuple[Any,
     return {tuple(r[k] for k in key): r for r in rows}
 
 
-def store_reviews(*, session: Session, reviews: Sequence[ReviewIn]) -> int:
-    """Upsert reviews and write a reviews.v1 outbox event per new/changed row; returns that count."""
-    if not reviews:
+def _store_changed(
+    session: Session,
+    table: Any,
+    rows: list[dict[str, Any]],
+    key: tuple[str, ...],
+    topic: str,
+    event: Callable[[dict[str, Any]], tuple[str, BaseModel]],
+) -> int:
+    """Upsert ``rows`` and write one outbox event (``event(row)`` → key, payload) per new/changed row."""
+    if not rows:
         return 0
-    by_key = _dedupe([review_row(r) for r in reviews], REVIEW_KEY)
-    changed = _upsert_changed(session, Review.__table__, list(by_key.values()), REVIEW_KEY)
+    by_key = _dedupe(rows, key)
+    changed = _upsert_changed(session, table, list(by_key.values()), key)
     events = []
-    for key in changed:
-        row = by_key[key]
-        event = ReviewEvent(
-            user_id=row["user_id"],
-            parent_asin=row["parent_asin"],
-            timestamp=row["timestamp"],
-            rating=row["rating"],
-            title=row["title"],
-            text=row["text"],
-            verified_purchase=row["verified_purchase"],
-            helpful_vote=row["helpful_vote"],
-        )
-        events.append({"topic": REVIEWS, "key": row["user_id"], "payload": event.model_dump(mode="json")})
+    for k in changed:
+        event_key, payload = event(by_key[k])
+        events.append({"topic": topic, "key": event_key, "payload": payload.model_dump(mode="json")})
     _write_outbox(session, events)
     return len(events)
+
+
+def _review_event(row: dict[str, Any]) -> tuple[str, BaseModel]:
+    fields = ("user_id", "parent_asin", "timestamp", "rating", "title", "text", "verified_purchase", "helpful_vote")
+    return row["user_id"], ReviewEvent(**{f: row[f] for f in fields})
+
+
+def _item_event(row: dict[str, Any]) -> tuple[str, BaseModel]:
+    fields = ("parent_asin", "title", "main_category", "content_hash")
+    return row["parent_asin"], ItemEvent(**{f: row[f] for f in fields})
+
+
+def store_reviews(*, session: Session, reviews: Sequence[ReviewIn]) -> int:
+    """Upsert reviews and write a reviews.v1 outbox event per new/changed row; returns that count."""
+    rows = [review_row(r) for r in reviews]
+    return _store_changed(session, Review.__table__, rows, REVIEW_KEY, REVIEWS, _review_event)
 
 
 def store_items(*, session: Session, items: Sequence[ItemIn]) -> int:
     """Upsert items and write an items.v1 outbox event per new/changed row; returns that count."""
-    if not items:
-        return 0
-    by_key = _dedupe([item_row(i) for i in items], ("parent_asin",))
-    changed = _upsert_changed(session, Item.__table__, list(by_key.values()), ("parent_asin",))
-    events = []
-    for key in changed:
-        row = by_key[key]
-        event = ItemEvent(
-            parent_asin=row["parent_asin"],
-            title=row["title"],
-            main_category=row["main_category"],
-            content_hash=row["content_hash"],
-        )
-        events.append({"topic": ITEMS, "key": row["parent_asin"], "payload": event.model_dump(mode="json")})
-    _write_outbox(session, events)
-    return len(events)
+    rows = [item_row(i) for i in items]
+    return _store_changed(session, Item.__table__, rows, ("parent_asin",), ITEMS, _item_event)
 
 
 def _write_outbox(session: Session, events: list[dict[str, Any]]) -> None:

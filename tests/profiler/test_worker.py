@@ -17,7 +17,7 @@ from services.profiler.profiles import split_sentences
 from services.profiler.tasks import enqueue, make_celery
 from services.profiler.trigger import make_trigger
 from shared.db import session_scope
-from shared.events import REVIEWS, ReviewEvent
+from shared.events import PROFILES, REVIEWS, ReviewEvent
 from shared.kafka import ensure_topics, make_producer
 from shared.models import Profile
 from tests.profiler.conftest import add_reviews, start_worker, stop_process
@@ -46,7 +46,9 @@ def test_new_review_leads_to_a_stored_profile_and_a_profiles_event(
     # The LLM path itself: no provisional extractive row first (tested in test_service.py).
     s = psettings.model_copy(update={"PROFILER_QUEUE": f"e2e-{unique}", "PROFILER_GROUP": f"e2e-{unique}",
                                      "PROFILER_PROVISIONAL": False})
-    ensure_topics(s, [REVIEWS])
+    # Both topics exist before anyone subscribes: a consumer that subscribes to a topic that does not
+    # exist yet only sees it after its next metadata refresh (minutes).
+    ensure_topics(s, [REVIEWS, PROFILES])
     worker = start_worker(s, worker_log)
     loop, _ = make_trigger(s)
     thread = threading.Thread(target=loop.run, daemon=True)
@@ -70,7 +72,9 @@ def test_new_review_leads_to_a_stored_profile_and_a_profiles_event(
         profile = _profiles(s, [user])[user]
         assert profile.status == "ready" and profile.version == 1 and profile.embedding
         assert len(split_sentences(profile.summary)) == 3
-        [event] = _events(s, user, want=1)
+        events = _events(s, user, want=1, timeout_s=90)
+        assert len(events) == 1, "no profiles.v1 event\n" + worker_log.read_text()[-3000:]
+        [event] = events
         assert event["status"] == "ready" and event["version"] == 1
     finally:
         loop.stop()
