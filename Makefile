@@ -27,6 +27,7 @@ lint: setup
 	$(BIN)/mypy shared services
 
 bench: setup
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/run_all
 
 images:

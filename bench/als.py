@@ -7,7 +7,8 @@ ratings; most users rate once, item popularity is a power law, ratings skew to 5
   1. Spark ALS fit time (rank 10, 10 iterations; explicit residual model and implicit) next to
      implicit's AlternatingLeastSquares on the same matrix, as ratios;
   2. the full pipeline: load (Parquet), fit (biases + Spark ALS), top-N for every user, write
-     (factors + top-N rows into the database: SQLite under a temp dir unless --db is given).
+     (factors + one top-N row per user into the database: SQLite under a temp dir unless --db is
+     given).
 Figures are printed, never asserted.
 """
 
@@ -173,7 +174,7 @@ def main() -> None:
             f"top-{args.top_n} for all users + write",
         )
     )
-    print(f"  rows written: {n:,} recommendations for {model.n_users:,} users")
+    print(f"  top-{args.top_n} lists written for {n:,} of {model.n_users:,} users (one row per user)")
     print(
         f"  spark ALS explicit ratio vs implicit lib: "
         f"{model.timings['spark_als_s'] / t.get(IMPLICIT_LIB, float('nan')):.1f}x"

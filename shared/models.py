@@ -166,16 +166,29 @@ class AlsState(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
-class AlsRecommendation(Base):
-    __tablename__ = "als_recommendations"
+class AlsTopN(Base):
+    """The precomputed top-N of one user for one model version, best first: item ordinals into the
+    version's :class:`AlsItemIndex` (int32 little-endian) and scores (float32 little-endian)."""
+
+    __tablename__ = "als_topn"
 
     model_version: Mapped[int] = mapped_column(
         Integer, ForeignKey("als_models.version", ondelete="CASCADE"), primary_key=True
     )
     user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
-    parent_asin: Mapped[str] = mapped_column(String(64))
-    score: Mapped[float] = mapped_column(Float)
+    items: Mapped[bytes] = mapped_column(LargeBinary)
+    scores: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AlsItemIndex(Base):
+    """The item ids of a model version in ordinal order (UTF-8, newline-separated)."""
+
+    __tablename__ = "als_item_index"
+
+    model_version: Mapped[int] = mapped_column(
+        Integer, ForeignKey("als_models.version", ondelete="CASCADE"), primary_key=True
+    )
+    item_ids: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class AlsFactor(Base):

@@ -178,7 +178,7 @@ class FittedModel:
     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield (user codes, item codes (b, n), scores (b, n)) blocks; seen items excluded.
 
-        Blocks may come in any order (pruning groups users by vector norm). Rows with fewer than n
+        Blocks may come in any order (users are grouped by how many items they have seen). Rows with fewer than n
         unseen items are padded with item code -1 and score -inf.
         """
         from services.als.topk import batched_topk

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from services.als.model import FittedModel
 from shared.db import get_engine, session_scope
 from shared.logging import get_logger
-from shared.models import AlsFactor, AlsLock, AlsModel, AlsRecommendation, AlsState
+from shared.models import AlsFactor, AlsItemIndex, AlsLock, AlsModel, AlsState, AlsTopN
 
 log = get_logger(__name__)
 
@@ -154,24 +154,37 @@ def get_version(url: str, version: int) -> AlsModel | None:
         return s.get(AlsModel, version)
 
 
+@lru_cache(maxsize=4)
+def _item_index(url: str, version: int) -> np.ndarray:
+    """The item ids of a version in ordinal order (immutable once written, so cached per process)."""
+    with session_scope(url) as s:
+        raw = s.scalar(select(AlsItemIndex.item_ids).where(AlsItemIndex.model_version == version))
+    if raw is None:
+        return np.array([], dtype=object)
+    return np.array(bytes(raw).decode().split("\n"), dtype=object)
+
+
 def user_recommendations(url: str, *, version: int, user_id: str, k: int) -> list[tuple[str, float]]:
     with session_scope(url) as s:
-        rows = s.execute(
-            select(AlsRecommendation.parent_asin, AlsRecommendation.score)
-            .where(AlsRecommendation.model_version == version, AlsRecommendation.user_id == user_id)
-            .order_by(AlsRecommendation.rank)
-            .limit(k)
-        ).all()
-    return [(r[0], float(r[1])) for r in rows]
+        row = s.execute(
+            select(AlsTopN.items, AlsTopN.scores).where(
+                AlsTopN.model_version == version, AlsTopN.user_id == user_id
+            )
+        ).first()
+    if row is None:
+        return []
+    ordinals = np.frombuffer(bytes(row[0]), dtype="<i4")[:k]
+    scores = np.frombuffer(bytes(row[1]), dtype="<f4")[:k]
+    ids = _item_index(url, version)
+    return [(str(ids[o]), round(float(v), 6)) for o, v in zip(ordinals, scores, strict=True)]
 
 
 def count_recommendations(url: str, *, version: int) -> int:
+    """Users with a stored top-N list for this version."""
     with session_scope(url) as s:
         return int(
             s.execute(
-                select(func.count())
-                .select_from(AlsRecommendation)
-                .where(AlsRecommendation.model_version == version)
+                select(func.count()).select_from(AlsTopN).where(AlsTopN.model_version == version)
             ).scalar_one()
         )
 
@@ -195,66 +208,45 @@ def write_factors(url: str, *, version: int, model: FittedModel) -> int:
 
 
 def write_top_n(url: str, *, version: int, model: FittedModel, n: int) -> int:
-    """The top-n unseen items of every user of the model (rank 1 = best), written block by block."""
+    """The top-n unseen items of every user of the model (best first): one row per user, written in
+    one transaction with the version's item index. Returns the number of users written."""
     user_ids = model.user_ids.to_numpy().astype(str)
-    item_ids = model.item_ids.to_numpy().astype(str)
 
-    def frames() -> Iterator[pd.DataFrame]:
+    def rows() -> Iterator[tuple[Any, ...]]:
         for users, idx, vals in model.top_n(n):
             valid = idx >= 0
-            ranks = np.broadcast_to(np.arange(1, idx.shape[1] + 1), idx.shape)
-            yield pd.DataFrame(
-                {
-                    "model_version": version,
-                    "user_id": np.repeat(user_ids[users], valid.sum(axis=1)),
-                    "rank": ranks[valid],
-                    "parent_asin": item_ids[idx[valid]],
-                    "score": vals[valid].astype(np.float64).round(6),
-                }
-            )
+            for u, i, v, ok in zip(users, idx, vals, valid, strict=True):
+                yield version, user_ids[u], i[ok].astype("<i4").tobytes(), v[ok].astype("<f4").tobytes()
 
-    return bulk_insert_frames(url, AlsRecommendation.__tablename__, frames())
-
-
-def bulk_insert_frames(url: str, table: str, frames: Iterable[pd.DataFrame]) -> int:
-    """Insert DataFrames (columns = table columns) in one transaction: CSV COPY on PostgreSQL."""
-    engine = get_engine(url)
-    raw = engine.raw_connection()
-    written = 0
-    try:
-        cur = raw.cursor()
-        for frame in frames:
-            if frame.empty:
-                continue
-            cols = ", ".join(frame.columns)
-            if engine.dialect.name == "postgresql":
-                with cur.copy(f"COPY {table} ({cols}) FROM STDIN WITH (FORMAT csv)") as copy:
-                    copy.write(frame.to_csv(index=False, header=False))
-            else:
-                marks = ", ".join("?" for _ in frame.columns)
-                cur.executemany(
-                    f"INSERT INTO {table} ({cols}) VALUES ({marks})",
-                    list(zip(*(frame[c].tolist() for c in frame.columns), strict=True)),
-                )
-            written += len(frame)
-        raw.commit()
-    except BaseException:
-        raw.rollback()
-        raise
-    finally:
-        raw.close()
-    return written
+    index = "\n".join(model.item_ids.astype(str)).encode()
+    return bulk_insert(
+        url,
+        AlsTopN.__tablename__,
+        ["model_version", "user_id", "items", "scores"],
+        rows(),
+        before=[(AlsItemIndex.__tablename__, ["model_version", "item_ids"], [(version, index)])],
+    )
 
 
 def bulk_insert(
-    url: str, table: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]], *, chunk: int = 50_000
+    url: str,
+    table: str,
+    columns: Sequence[str],
+    rows: Iterable[tuple[Any, ...]],
+    *,
+    chunk: int = 50_000,
+    before: Sequence[tuple[str, Sequence[str], Sequence[tuple[Any, ...]]]] = (),
 ) -> int:
-    """Insert many rows fast: COPY on PostgreSQL, chunked executemany elsewhere; one transaction."""
+    """Insert many rows fast (COPY on PostgreSQL, chunked executemany elsewhere) in ONE transaction,
+    together with the few ``before`` rows (table, columns, rows). Returns the rows of ``table``."""
     engine = get_engine(url)
     raw = engine.raw_connection()
     written = 0
     try:
         cur = raw.cursor()
+        for name, cols, few in before:
+            marks = ", ".join(("%s" if engine.dialect.name == "postgresql" else "?") for _ in cols)
+            cur.executemany(f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({marks})", list(few))
         if engine.dialect.name == "postgresql":
             with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                 for row in rows:
@@ -288,7 +280,8 @@ def drop_artifacts(url: str, *, versions: Iterable[int]) -> None:
     if not versions:
         return
     with session_scope(url) as s:
-        s.execute(delete(AlsRecommendation).where(AlsRecommendation.model_version.in_(versions)))
+        s.execute(delete(AlsTopN).where(AlsTopN.model_version.in_(versions)))
+        s.execute(delete(AlsItemIndex).where(AlsItemIndex.model_version.in_(versions)))
         s.execute(delete(AlsFactor).where(AlsFactor.model_version.in_(versions)))
 
 

@@ -15,7 +15,7 @@ from services.als.config import AlsSettings
 from services.als.training import run_training
 from shared.db import session_scope
 from shared.events import MODELS
-from shared.models import AlsFactor, AlsModel, AlsRecommendation, OutboxEvent
+from shared.models import AlsFactor, AlsModel, AlsTopN, OutboxEvent
 
 
 @pytest.fixture(scope="module")
@@ -60,21 +60,21 @@ def test_first_model_is_promoted_with_metrics_factors_and_top_n(
     assert live is not None and live.version == result.version and live.trained_at is not None
     assert live.params["rank"] == fast.ALS_RANK and live.n_users == seeded_db["user_id"].nunique()
     with session_scope(fast.database_url) as s:
-        n_recs = s.execute(
-            select(func.count())
-            .select_from(AlsRecommendation)
-            .where(AlsRecommendation.model_version == live.version)
-        ).scalar_one()
+        lists = s.execute(select(AlsTopN.items).where(AlsTopN.model_version == live.version)).scalars().all()
         n_factors = s.execute(
             select(func.count()).select_from(AlsFactor).where(AlsFactor.model_version == live.version)
         ).scalar_one()
-    assert n_recs == live.n_users * fast.ALS_TOP_N
+    # One row per user, each a full list of ALS_TOP_N item ordinals (int32).
+    assert len(lists) == live.n_users
+    assert {len(b) for b in lists} == {4 * fast.ALS_TOP_N}
     assert n_factors == live.n_users + live.n_items
     # Top-N never contains an item the user already rated.
     user = seeded_db["user_id"].iloc[0]
-    recs = {
-        a for a, _ in store.user_recommendations(fast.database_url, version=live.version, user_id=user, k=50)
-    }
+    top = store.user_recommendations(fast.database_url, version=live.version, user_id=user, k=50)
+    assert len(top) == min(50, fast.ALS_TOP_N)
+    assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)  # best first
+    recs = {a for a, _ in top}
+    assert recs <= set(seeded_db["parent_asin"])
     assert not recs & set(seeded_db.loc[seeded_db["user_id"] == user, "parent_asin"])
 
 
@@ -117,8 +117,8 @@ def test_crashed_training_is_recorded_and_old_model_keeps_serving(
         # Some rows reach the database, then the writer dies inside the same bulk transaction.
         return store.bulk_insert(
             url,
-            "als_recommendations",
-            ["model_version", "user_id", "rank", "parent_asin", "score"],
+            "als_topn",
+            ["model_version", "user_id", "items", "scores"],
             _rows_then_crash(version),
         )
 
@@ -141,8 +141,8 @@ def test_crashed_training_is_recorded_and_old_model_keeps_serving(
 
 
 def _rows_then_crash(version: int) -> Any:
-    for rank in range(1, 4):
-        yield version, "someone", rank, "X", 1.0
+    for n in range(3):
+        yield version, f"someone-{n}", b"\x00\x00\x00\x00", b"\x00\x00\x80\x3f"
     raise OSError("disk full (injected)")
 
 
