@@ -17,7 +17,7 @@ import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import CommitFailedError, TopicAlreadyExistsError
 from kafka.serializer import Serializer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -225,4 +225,12 @@ class ConsumerLoop:
             nxt = r.offset + 1
             if tp not in offsets or offsets[tp].offset < nxt:
                 offsets[tp] = OffsetAndMetadata(nxt, "", -1)
-        consumer.commit(offsets)
+        try:
+            consumer.commit(offsets)
+        except CommitFailedError:
+            # The handler outlived max_poll_interval_ms and the group moved on: its effect is durable,
+            # the records will be delivered again (to us after we rejoin, or to another member), and
+            # handlers are idempotent. Never a reason to die.
+            log.warning("commit failed after a slow batch; it will be redelivered", extra={
+                "consumer": self.name, "records": len(records),
+                "max_poll_interval_ms": self.settings.KAFKA_MAX_POLL_INTERVAL_MS})
