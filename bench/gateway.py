@@ -54,16 +54,19 @@ async def run_one(
     requests: int,
     k: int,
     timeout: float,
+    cache: str = "on",
 ) -> dict[str, float | int | str]:
     latencies: list[float] = []
     errors = 0
     degraded = 0
+    hits = 0
+    headers = {"Cache-Control": "no-cache"} if cache == "off" else {}
     counter = iter(range(requests))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
 
         async def worker() -> None:
-            nonlocal errors, degraded
+            nonlocal errors, degraded, hits
             for i in counter:
                 user = users[i % len(users)]
                 t0 = time.perf_counter()
@@ -71,8 +74,10 @@ async def run_one(
                     r = await client.get(
                         f"/v1/users/{user}/recommendations",
                         params={"k": k, "strategy": strategy, "reasons": reasons},
+                        headers=headers,
                     )
                     ok = r.status_code == 200
+                    hits += r.headers.get("X-Cache") == "hit"
                     if ok and r.json().get("degraded"):
                         degraded += 1
                 except httpx.HTTPError:
@@ -93,6 +98,8 @@ async def run_one(
         "n": len(ms),
         "errors": errors,
         "degraded": degraded,
+        "cache": cache,
+        "hit_ratio": hits / len(ms) if ms else 0.0,
         "p50_ms": pct(ms, 50),
         "p95_ms": pct(ms, 95),
         "p99_ms": pct(ms, 99),
@@ -108,28 +115,31 @@ async def main_async(args: argparse.Namespace) -> None:
         f"k={args.k}, {len(users)} users"
     )
     print(
-        f"{'strategy':10} {'reasons':9} {'n':>5} {'err':>4} {'degr':>5} {'p50 ms':>8} {'p95 ms':>8} "
-        f"{'p99 ms':>8} {'req/s':>8}"
+        f"{'strategy':10} {'reasons':9} {'cache':9} {'n':>5} {'err':>4} {'degr':>5} {'p50 ms':>8} "
+        f"{'p95 ms':>8} {'p99 ms':>8} {'req/s':>8}"
     )
-    for reasons in args.reasons.split(","):
-        for strategy in args.strategies.split(","):
-            n = args.requests if reasons == "template" else max(args.concurrency, args.requests // 10)
-            row = await run_one(
-                args.url,
-                users,
-                strategy=strategy,
-                reasons=reasons,
-                concurrency=args.concurrency,
-                requests=n,
-                k=args.k,
-                timeout=args.timeout,
-            )
-            print(
-                f"{row['strategy']:10} {row['reasons']:9} {row['n']:>5} {row['errors']:>4} "
-                f"{row['degraded']:>5} "
-                f"{row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['rps']:>8.1f}",
-                flush=True,
-            )
+    rows = [(r, s, c) for r in args.reasons.split(",") for s in args.strategies.split(",")
+            for c in args.cache.split(",")]
+    for reasons, strategy, cache in rows:
+        n = args.requests if reasons == "template" else max(args.concurrency, args.requests // 10)
+        row = await run_one(
+            args.url,
+            users,
+            strategy=strategy,
+            reasons=reasons,
+            concurrency=args.concurrency,
+            requests=n,
+            k=args.k,
+            timeout=args.timeout,
+            cache=cache,
+        )
+        label = "off" if cache == "off" else f"on {100 * float(row['hit_ratio']):.0f}%"
+        print(
+            f"{row['strategy']:10} {row['reasons']:9} {label:9} {row['n']:>5} {row['errors']:>4} "
+            f"{row['degraded']:>5} "
+            f"{row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['rps']:>8.1f}",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -144,6 +154,12 @@ def main() -> None:
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--timeout", type=float, default=120.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--cache",
+        default="off,on",
+        help="off: every request sends Cache-Control: no-cache (computed afresh); on: the gateway's answer "
+        "cache is used (the hit ratio is printed); both rows by default",
+    )
     asyncio.run(main_async(p.parse_args()))
 
 

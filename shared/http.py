@@ -9,7 +9,7 @@ from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from shared.metrics import http_metrics_middleware, metrics_response
+from shared.metrics import HttpMetricsMiddleware, metrics_response
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -41,7 +41,7 @@ def install_common(app: FastAPI, *, service: str, readiness: ReadinessCheck | No
 
     ``readiness`` returns ``{"dep": {"ok": bool, ...}, ...}``; /readyz is 503 unless all are ok.
     """
-    app.middleware("http")(http_metrics_middleware(service))
+    app.add_middleware(HttpMetricsMiddleware, service=service)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

@@ -96,7 +96,7 @@ class LiveModels:
         return row
 
 
-def get_app_settings(request: Request) -> AlsSettings:
+async def get_app_settings(request: Request) -> AlsSettings:
     return request.app.state.settings
 
 
@@ -105,7 +105,7 @@ router = APIRouter(prefix="/v1", tags=["als"])
 
 
 @router.get("/users/{user_id}/recommendations", response_model=Recommendations)
-def recommendations(
+async def recommendations(
     request: Request,
     user_id: str,
     settings: SettingsDep,

@@ -43,7 +43,7 @@ def load_reasoner(settings: ExplainerSettings) -> LLMReasoner | None:
     )
 
 
-def _explainer(request: Request) -> Explainer:
+async def _explainer(request: Request) -> Explainer:
     return request.app.state.explainer
 
 

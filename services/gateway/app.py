@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 import httpx
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from sqlalchemy import text
 
 from services.gateway.clients import ServiceClients
@@ -21,7 +21,7 @@ from shared.logging import configure_logging
 UserId = Annotated[str, Path(min_length=1, max_length=128)]
 
 
-def _recommender(request: Request) -> Recommender:
+async def _recommender(request: Request) -> Recommender:
     return request.app.state.recommender
 
 
@@ -50,15 +50,27 @@ def create_app(
     async def recommendations(
         user_id: UserId,
         svc: RecommenderDep,
+        response: Response,
         k: Annotated[int, Query(ge=1, le=50, description="number of items")] = 5,
         strategy: Annotated[Literal["hybrid", "als", "llm_only", "popular"], Query()] = "hybrid",
         reasons: Annotated[
             Literal["auto", "template", "llm"] | None,
             Query(description="explainer backend; default from RECSYS_GATEWAY_REASONS"),
         ] = None,
+        cache_control: Annotated[str | None, Header(max_length=200)] = None,
     ) -> dict[str, Any]:
-        """Top-k items with a reason each; ``degraded`` says a fallback was used, ``source`` which path."""
-        return await svc.recommend(user_id=user_id, k=k, strategy=strategy, reasons=reasons)
+        """Top-k items with a reason each; ``degraded`` says a fallback was used, ``source`` which path.
+
+        Answers are cached per gateway replica while the user's profile and reviews are unchanged
+        (``RECSYS_GATEWAY_CACHE_TTL_S``); send ``Cache-Control: no-cache`` to compute a fresh one.
+        """
+        fresh = "no-cache" in (cache_control or "").lower()
+        info: dict[str, str] = {}
+        answer = await svc.recommend(
+            user_id=user_id, k=k, strategy=strategy, reasons=reasons, use_cache=not fresh, info=info
+        )
+        response.headers["X-Cache"] = info.get("cache", "bypass")
+        return answer
 
     @app.get("/v1/users/{user_id}/profile", tags=["users"])
     async def profile(user_id: UserId, svc: RecommenderDep) -> dict[str, Any]:

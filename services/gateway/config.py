@@ -28,6 +28,12 @@ class GatewaySettings(CommonSettings):
     GATEWAY_HISTORY_LIMIT: int = Field(
         500, ge=0, description="most recent reviewed items excluded from results"
     )
+    # Answer cache (per replica): an entry is reused only while the user's stamp (profile version and
+    # status, number and newest of their reviews) is unchanged, so a new review or a new profile is
+    # seen on the next request; new ALS models and index updates are picked up within the TTL.
+    # Degraded answers are never cached. 0 disables it; a request with Cache-Control: no-cache skips it.
+    GATEWAY_CACHE_TTL_S: float = Field(30.0, ge=0, description="answer cache TTL; 0 disables")
+    GATEWAY_CACHE_SIZE: int = Field(50_000, ge=1, description="answers kept per gateway replica (LRU)")
 
 
 @lru_cache

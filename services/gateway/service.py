@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,6 +41,7 @@ REQUEST_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 FALLBACKS = Counter("recsys_gateway_fallbacks_total", "Fallbacks taken", ["strategy", "reason"])
+CACHE = Counter("recsys_gateway_answer_cache_total", "Answer cache lookups", ["result"])
 
 
 @dataclass
@@ -72,25 +74,81 @@ class Plan:
             have.add(asin)
 
 
+class AnswerCache:
+    """LRU of recent answers with a TTL; an entry is valid only for the user stamp it was built with."""
+
+    def __init__(self, *, ttl_s: float, size: int) -> None:
+        self.ttl_s = ttl_s
+        self.size = size
+        self._data: OrderedDict[tuple[Any, ...], tuple[float, tuple[Any, ...], dict[str, Any]]] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...], stamp: tuple[Any, ...]) -> dict[str, Any] | None:
+        hit = self._data.get(key)
+        if hit is None or hit[1] != stamp or time.monotonic() - hit[0] > self.ttl_s:
+            CACHE.labels("miss").inc()
+            return None
+        self._data.move_to_end(key)
+        CACHE.labels("hit").inc()
+        return hit[2]
+
+    def put(self, key: tuple[Any, ...], stamp: tuple[Any, ...], answer: dict[str, Any]) -> None:
+        self._data[key] = (time.monotonic(), stamp, answer)
+        self._data.move_to_end(key)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+
+def _stamp(ctx: store.UserContext) -> tuple[Any, ...]:
+    return (ctx.profile_status, ctx.profile_version, ctx.n_reviews, tuple(ctx.history[:1]))
+
+
 class Recommender:
     def __init__(self, *, settings: GatewaySettings, clients: ServiceClients) -> None:
         self.settings = settings
         self.clients = clients
         self.db_url = settings.database_url
+        self.cache = (
+            AnswerCache(ttl_s=settings.GATEWAY_CACHE_TTL_S, size=settings.GATEWAY_CACHE_SIZE)
+            if settings.GATEWAY_CACHE_TTL_S > 0
+            else None
+        )
 
     # ------------------------------------------------------------------ public
 
     async def recommend(
-        self, *, user_id: str, k: int, strategy: str, reasons: str | None = None
+        self,
+        *,
+        user_id: str,
+        k: int,
+        strategy: str,
+        reasons: str | None = None,
+        use_cache: bool = True,
+        info: dict[str, str] | None = None,
     ) -> dict[str, Any]:
+        """The answer; ``info["cache"]`` (when given) says hit, miss or bypass."""
+        info = info if info is not None else {}
         start = time.perf_counter()
         plan = Plan(strategy=strategy, k=k)
-        # ALS is a cheap lookup that needs nothing from the DB read: run both at once.
+        backend = reasons or self.settings.GATEWAY_REASONS
         n_als = (
             self.settings.GATEWAY_ALS_BLEND if strategy == "hybrid" else (k + 50 if strategy == "als" else 0)
         )
-        als_task = asyncio.create_task(self._als_items(user_id, n_als)) if n_als else None
+        use_cache = use_cache and self.cache is not None
+        # ALS needs nothing from the DB read: without the cache both run at once; with it, the read
+        # (which decides whether the cached answer is still valid) goes first, so a hit costs no ALS call.
+        als_task = asyncio.create_task(self._als_items(user_id, n_als)) if n_als and not use_cache else None
         ctx = await self._user(user_id, plan)
+        cache = self.cache if use_cache and ctx is not None else None
+        key = (user_id, strategy, k, backend)
+        info["cache"] = "bypass"
+        if cache is not None and ctx is not None:
+            cached = cache.get(key, _stamp(ctx))
+            info["cache"] = "miss" if cached is None else "hit"
+            if cached is not None:
+                REQUEST_LATENCY.labels(strategy, "false").observe(time.perf_counter() - start)
+                return cached
+        if n_als and als_task is None:
+            als_task = asyncio.create_task(self._als_items(user_id, n_als))
         exclude = set(ctx.history) if ctx else set()
         als_result: AlsResult = await als_task if als_task else (None, None)
         if strategy == "als":
@@ -110,10 +168,10 @@ class Recommender:
                 code="unavailable",
                 status_code=503,
             )
-        await self._reasons(user_id, ctx, plan, backend=reasons or self.settings.GATEWAY_REASONS)
+        await self._reasons(user_id, ctx, plan, backend=backend)
         cold = _cold_start(ctx, plan)
         REQUEST_LATENCY.labels(strategy, str(plan.degraded).lower()).observe(time.perf_counter() - start)
-        return {
+        answer = {
             "user_id": user_id,
             "strategy": strategy,
             "cold_start": cold,
@@ -132,6 +190,9 @@ class Recommender:
             ],
             "notes": plan.notes,
         }
+        if cache is not None and ctx is not None and not plan.degraded:
+            cache.put(key, _stamp(ctx), answer)
+        return answer
 
     async def profile(self, *, user_id: str) -> dict[str, Any] | None:
         return await asyncio.to_thread(store.get_profile, self.db_url, user_id=user_id)

@@ -122,4 +122,5 @@ def gateway_settings(pg_url: str, session_home: Path, explainer_server: Running)
         GATEWAY_EXPLAINER_TIMEOUT_S=2.0,
         GATEWAY_RETRIEVER_TIMEOUT_S=1.0,
         GATEWAY_ALS_TIMEOUT_S=0.5,
+        GATEWAY_CACHE_TTL_S=0,  # every request computes; the cache has its own test
     )

@@ -192,3 +192,65 @@ def test_template_reasons_are_rendered_in_the_gateway_without_the_explainer(
         body = _recs(c, seeded.warm_user, k=5, strategy="popular", reasons="template").json()
     assert not any(n.startswith("explainer:") for n in body["notes"])
     assert all(i["reason"] and i["reason_source"] == "template" for i in body["items"])
+
+
+def _cache_count(c: TestClient, result: str) -> float:
+    for line in c.get("/metrics").text.splitlines():
+        if line.startswith(f'recsys_gateway_answer_cache_total{{result="{result}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_answer_cache_reuses_until_the_user_changes_and_never_keeps_degraded_answers(
+    gateway_settings: GatewaySettings, seeded: Seeded, pg_url: str, tmp_path: Any
+) -> None:
+    from services.retriever.app import create_app as create_retriever
+    from services.retriever.config import RetrieverSettings
+    from shared.db import session_scope
+    from shared.models import Review
+
+    user = seeded.warm_user
+    # A real retriever (its index built from the seeded catalog): only non-degraded answers are cached.
+    retriever_settings = RetrieverSettings(
+        ENVIRONMENT="test", HOME=tmp_path, DATABASE_URL=pg_url, RETRIEVER_PROFILE_LISTENER=False
+    )
+    with (
+        serving(create_retriever(retriever_settings), ready_path="/readyz") as retriever,
+        TestClient(
+            create_app(
+                gateway_settings.model_copy(update={"GATEWAY_CACHE_TTL_S": 60.0, "RETRIEVER_URL": retriever.url})
+            )
+        ) as c,
+    ):
+        q = {"k": 3, "strategy": "popular", "reasons": "template"}
+        first = _recs(c, user, **q).json()
+        assert first["degraded"] is False, first["notes"]
+        hits = _cache_count(c, "hit")
+        second = _recs(c, user, **q)
+        assert second.json() == first and second.headers["X-Cache"] == "hit"
+        assert _cache_count(c, "hit") == hits + 1
+        # Cache-Control: no-cache computes afresh without looking.
+        misses = _cache_count(c, "miss")
+        fresh = c.get(f"/v1/users/{user}/recommendations", params=q, headers={"Cache-Control": "no-cache"})
+        assert fresh.headers["X-Cache"] == "bypass"
+        assert (_cache_count(c, "hit"), _cache_count(c, "miss")) == (hits + 1, misses)
+        # A new review changes the user's stamp: the next answer is computed, and excludes that item.
+        reviewed = first["items"][0]["parent_asin"]
+        with session_scope(pg_url) as s:
+            s.add(Review(user_id=user, parent_asin=reviewed, timestamp=1_800_000_000_000, rating=4.0,
+                         title="t", text="new review"))
+        try:
+            after = _recs(c, user, **q).json()
+            assert _cache_count(c, "miss") == misses + 1
+            assert reviewed not in {i["parent_asin"] for i in after["items"]}
+        finally:
+            with session_scope(pg_url) as s:
+                s.query(Review).filter_by(user_id=user, timestamp=1_800_000_000_000).delete()
+    # Degraded answers (retriever and explainer down) are computed every time.
+    down = gateway_settings.model_copy(update={"GATEWAY_CACHE_TTL_S": 60.0, "EXPLAINER_URL": dead_url()})
+    with TestClient(create_app(down)) as c:
+        q = {"k": 3, "strategy": "popular", "reasons": "auto"}
+        assert _recs(c, user, **q).json()["degraded"] is True
+        hits = _cache_count(c, "hit")
+        assert _recs(c, user, **q).json()["degraded"] is True
+        assert _cache_count(c, "hit") == hits
