@@ -273,6 +273,39 @@ def test_profile_events_warm_the_vector_cache(client: TestClient, rsettings: Ret
     assert svc.profiles.get(("event-user", 7)) is not None
 
 
+def test_profiles_published_to_the_broker_reach_a_running_retriever(
+    rsettings: RetrieverSettings, loaded: Any, counting: CountingEncoder
+) -> None:
+    """The real listener (a ConsumerLoop on profiles.v1, its own group, starting at the latest offset):
+    a profile event published to the broker puts that profile's vector in the running service's cache,
+    so the user's first request needs no embedding."""
+    from shared.events import PROFILES, ProfileEvent
+    from shared.kafka import ensure_topics, make_producer
+
+    settings = rsettings.model_copy(update={"RETRIEVER_PROFILE_LISTENER": True})
+    ensure_topics(settings, [PROFILES])
+    vec = counting.encode(["Loves vegan matte lipstick and long lasting colour."])[0]
+    svc = RetrieverService(settings, encoder=counting)
+    svc.start()
+    producer = make_producer(settings)
+    try:
+        assert svc.wait_ready(120), svc.last_error
+        event = ProfileEvent(user_id="broker-user", version=4, status="ready", embedding=vec.tolist())
+        # The listener joins its group asynchronously and starts at the latest offset: publish until
+        # an event lands after it joined (each later event is the same fact; the cache put is idempotent).
+        deadline = time.monotonic() + 60
+        while svc.profiles.get(("broker-user", 4)) is None and time.monotonic() < deadline:
+            producer.send(settings.topic(PROFILES), key="broker-user", value=event.model_dump(mode="json"))
+            producer.flush()
+            time.sleep(1.0)
+        cached = svc.profiles.get(("broker-user", 4))
+        assert cached is not None, "no profiles.v1 event reached the listener within 60 s"
+        np.testing.assert_allclose(cached, vec, rtol=1e-6)
+    finally:
+        producer.close()
+        svc.stop()
+
+
 def test_similar_items_and_lookups(client: TestClient, data: Any) -> None:
     _, meta, truth = data
     asin = meta[0]["parent_asin"]
