@@ -228,6 +228,16 @@ def write_provisional(user_ids: Sequence[str], *, settings: ProfilerSettings) ->
 _producers: dict[str, Any] = {}
 
 
+def close_producers() -> None:
+    """Close the cached direct-publish producers (worker shutdown, end of a test session)."""
+    while _producers:
+        _, producer = _producers.popitem()
+        try:
+            producer.close(timeout=2)
+        except Exception:  # a broker that is already gone
+            log.debug("producer close failed", exc_info=True)
+
+
 def publish_outbox(ids: Sequence[int], *, settings: ProfilerSettings) -> int:
     """Publish these outbox rows now and mark them published; leaves them to the relay on failure."""
     from shared.kafka import make_producer

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 from sqlalchemy.exc import OperationalError
 
 from services.profiler.config import ProfilerSettings, get_profiler_settings
@@ -95,6 +95,14 @@ def _warm_up_child(**_: Any) -> None:  # prefork: each child loads its own model
 def _warm_up_solo(sender: Any = None, **_: Any) -> None:  # solo pool: the main process runs the jobs
     if "solo" in str(getattr(sender, "pool_cls", "")).lower():
         _warm_up()
+
+
+@worker_shutdown.connect
+@worker_process_shutdown.connect
+def _close_producers(**_: Any) -> None:  # flush and close the direct-publish producer on the way out
+    from services.profiler.service import close_producers
+
+    close_producers()
 
 
 @celery_app.task(

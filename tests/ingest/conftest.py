@@ -1,4 +1,4 @@
-"""Ingest fixtures: one ingest app (real PostgreSQL, real broker, relay running) per session."""
+"""Ingest fixtures: one ingest app (real PostgreSQL, real broker, relay running) for the ingest tests."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ def ingest_settings(settings: CommonSettings) -> IngestSettings:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def client(ingest_settings: IngestSettings) -> Iterator[TestClient]:
+    # Package scope: its relay thread publishes every pending outbox row of the session database (with
+    # this app's topic prefix), so it must be gone before other packages' tests write outbox rows.
     with TestClient(create_app(ingest_settings)) as c:
         yield c

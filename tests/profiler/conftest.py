@@ -44,6 +44,15 @@ CATALOG = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_cached_producers() -> Iterator[None]:
+    """The direct-publish producers are cached per process: close them before the broker goes away."""
+    yield
+    from services.profiler.service import close_producers
+
+    close_producers()
+
+
 @pytest.fixture(scope="session")
 def prof_id() -> str:
     return uuid.uuid4().hex[:8]

@@ -19,7 +19,7 @@ from services.profiler.trigger import make_trigger
 from shared.db import session_scope
 from shared.events import PROFILES, REVIEWS, ReviewEvent
 from shared.kafka import ensure_topics, make_producer
-from shared.models import Profile
+from shared.models import OutboxEvent, Profile
 from tests.profiler.conftest import add_reviews, start_worker, stop_process
 from tests.profiler.test_service import _events
 
@@ -73,7 +73,12 @@ def test_new_review_leads_to_a_stored_profile_and_a_profiles_event(
         assert profile.status == "ready" and profile.version == 1 and profile.embedding
         assert len(split_sentences(profile.summary)) == 3
         events = _events(s, user, want=1, timeout_s=90)
-        assert len(events) == 1, "no profiles.v1 event\n" + worker_log.read_text()[-3000:]
+        with session_scope(s.database_url) as session:
+            outbox = [
+                (o.topic, o.published_at, o.attempts, o.last_error)
+                for o in session.scalars(select(OutboxEvent).where(OutboxEvent.key == user))
+            ]
+        assert len(events) == 1, f"no profiles.v1 event; outbox {outbox}\n" + worker_log.read_text()[-3000:]
         [event] = events
         assert event["status"] == "ready" and event["version"] == 1
     finally:
