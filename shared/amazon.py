@@ -158,7 +158,7 @@ class ItemIn(BaseModel):
 def open_text(path: str | Path) -> io.TextIOBase:
     p = Path(path)
     if p.suffix == ".gz":
-        return gzip.open(p, "rt", encoding="utf-8", errors="replace")  # type: ignore[return-value]
+        return gzip.open(p, "rt", encoding="utf-8", errors="replace")
     return open(p, encoding="utf-8", errors="replace")  # noqa: SIM115
 
 

@@ -131,8 +131,7 @@ async def recommendations(
 @router.get("/models/live", response_model=ModelInfo)
 def live_model(request: Request, settings: SettingsDep, kind: Kind | None = None) -> ModelInfo:
     """The live model version: metrics, hyper-parameters, trained_at."""
-    kind = kind or settings.ALS_SERVING_KIND  # type: ignore[assignment]
-    row = store.get_live(settings.database_url, kind=kind)
+    row = store.get_live(settings.database_url, kind=kind or settings.ALS_SERVING_KIND)
     if row is None:
         raise DomainError(f"no live {kind} ALS model yet", code="no_live_model", status_code=503)
     return _info(row)
@@ -234,7 +233,7 @@ def create_app(settings: AlsSettings | None = None) -> FastAPI:
         try:
             with get_engine(settings.database_url).connect() as conn:
                 conn.execute(text("SELECT 1"))
-            db = {"ok": True}
+            db: dict[str, Any] = {"ok": True}
         except Exception as exc:
             db = {"ok": False, "error": str(exc)[:200]}
         live = store.get_live(settings.database_url, kind=settings.ALS_SERVING_KIND) if db["ok"] else None

@@ -132,7 +132,7 @@ def _plot(results: pd.DataFrame, path: Path) -> None:
     low = float(min(ordered["rmse"].min(), ordered["rmse_bias"].min()))
     high = float(max(ordered["rmse"].max(), ordered["rmse_global_mean"].max()))
     ax.set_ylim(max(0.0, low - 0.1 * (high - low + 1e-9)), high + 0.05 * (high - low + 1e-9))
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors.values()]
+    handles: list[Any] = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors.values()]
     ax.legend(
         handles + ax.get_legend_handles_labels()[0],
         [f"regParam={v}" for v in colors] + ax.get_legend_handles_labels()[1],

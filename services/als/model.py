@@ -51,7 +51,7 @@ class AlsParams:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> AlsParams:
         """Known keys only, coerced to the field types (JSON and env values arrive as floats/strings)."""
-        casts = {f.name: type(f.default) for f in fields(cls)}
+        casts: dict[str, Any] = {f.name: type(f.default) for f in fields(cls)}
         out: dict[str, Any] = {}
         for key, value in values.items():
             if key in casts:

@@ -36,11 +36,12 @@ def acquire_lease(url: str, *, name: str = TRAINING_LOCK, owner: str, ttl_s: flo
     now = _now()
     expires = now + timedelta(seconds=ttl_s)
     with session_scope(url) as s:
-        taken = s.execute(
+        result: Any = s.execute(
             update(AlsLock)
             .where(AlsLock.name == name, (AlsLock.owner == owner) | (AlsLock.expires_at < now))
             .values(owner=owner, acquired_at=now, expires_at=expires)
-        ).rowcount
+        )
+        taken = result.rowcount
         if taken:
             return True
     try:
@@ -53,13 +54,12 @@ def acquire_lease(url: str, *, name: str = TRAINING_LOCK, owner: str, ttl_s: flo
 
 def renew_lease(url: str, *, name: str = TRAINING_LOCK, owner: str, ttl_s: float) -> bool:
     with session_scope(url) as s:
-        return bool(
-            s.execute(
-                update(AlsLock)
-                .where(AlsLock.name == name, AlsLock.owner == owner)
-                .values(expires_at=_now() + timedelta(seconds=ttl_s))
-            ).rowcount
+        result: Any = s.execute(
+            update(AlsLock)
+            .where(AlsLock.name == name, AlsLock.owner == owner)
+            .values(expires_at=_now() + timedelta(seconds=ttl_s))
         )
+        return bool(result.rowcount)
 
 
 def release_lease(url: str, *, name: str = TRAINING_LOCK, owner: str) -> None:

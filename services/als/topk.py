@@ -77,8 +77,8 @@ def _faiss_search(queries: np.ndarray, items: np.ndarray, k: int) -> tuple[np.nd
 
 def _unique_queries(U: np.ndarray, users: np.ndarray, seen_items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Indices (into ``users``) of the distinct (vector, seen items) rows, and each user's row."""
-    key = np.hstack([np.ascontiguousarray(U[users]).view(np.int32), seen_items.astype(np.int32)])
-    key = np.ascontiguousarray(key).view(np.dtype((np.void, key.dtype.itemsize * key.shape[1]))).ravel()
+    rows = np.hstack([np.ascontiguousarray(U[users]).view(np.int32), seen_items.astype(np.int32)])
+    key = np.ascontiguousarray(rows).view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     return first, inverse.ravel()
 
@@ -132,7 +132,9 @@ def batched_topk(
     counts = np.diff(seen.indptr)[users] if seen is not None else np.zeros(len(users), dtype=np.int64)
     items = np.ascontiguousarray(np.hstack([V, bias[:, None]]), dtype=np.float32)
 
-    def emit(block: np.ndarray, idx: np.ndarray, vals: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
+    def emit(
+        block: np.ndarray, idx: np.ndarray, vals: np.ndarray
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         idx = np.where(np.isfinite(vals), idx, -1)
         for s in range(0, len(block), size):
             yield block[s : s + size], idx[s : s + size].astype(np.int32), vals[s : s + size].astype(np.float32)

@@ -113,8 +113,8 @@ class ReasonCache:
             }
             for asin, reason in reasons
         ]
-        for r in rows:
-            self.lru.put((uid, profile_version, r["parent_asin"], model_name), r["reason"])
+        for asin, reason in ((str(r["parent_asin"]), str(r["reason"])) for r in rows):
+            self.lru.put((uid, profile_version, asin, model_name), reason)
         if not rows or not self.database_url:
             return
         try:

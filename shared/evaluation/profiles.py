@@ -57,7 +57,7 @@ def build_profiles(ctx: EvalContext, users: Sequence[str]) -> None:
                                           max_new_tokens=ps.PROFILER_MAX_NEW_TOKENS,
                                           summary_tokens=ps.PROFILER_SUMMARY_TOKENS)
         ready = [r for r in results if r.status == "ready"]
-        vectors = ctx.encoder.encode([r.text() for r in ready]) if ready else []
+        vectors: Any = ctx.encoder.encode([r.text() for r in ready]) if ready else []
         by_user = {r.user_id: v for r, v in zip(ready, vectors, strict=True)}
         seconds = (time.perf_counter() - t0) / len(chunk)
         for r in results:

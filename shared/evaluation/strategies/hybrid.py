@@ -46,8 +46,8 @@ class HybridStrategy(Strategy):
             with clock.stage("retrieve"):
                 res = self.retriever.candidates(
                     strategy="hybrid", user_id=user, history=history_entries(ctx, user),
-                    profile_text=prof.summary if usable else None,
-                    profile_vector=prof.vector if usable else None,
+                    profile_text=prof.summary if usable and prof is not None else None,
+                    profile_vector=prof.vector if usable and prof is not None else None,
                     k=ctx.k, exclude=ctx.seen(user), als_candidates=als)
             stages = clock.per_user(1)
             if not als:

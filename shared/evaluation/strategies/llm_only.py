@@ -62,7 +62,7 @@ class LlmOnlyStrategy(Strategy):
             scores = [float(c.score) for c in res.items]
             reasons: list[str | None] | None = None
             cold = bool(res.cold_start) or not summary
-            if not cold and items:
+            if not cold and items and summary:
                 cards = [ItemFacts.model_validate({**ctx.catalog.card(a),
                                                    "title": ctx.catalog.title(a)[:5000]}) for a in items]
                 t0 = time.perf_counter()
