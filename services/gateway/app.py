@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-import httpx
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from sqlalchemy import text
 
@@ -28,16 +27,14 @@ async def _recommender(request: Request) -> Recommender:
 RecommenderDep = Annotated[Recommender, Depends(_recommender)]
 
 
-def create_app(
-    settings: GatewaySettings | None = None, *, transports: dict[str, httpx.AsyncBaseTransport] | None = None
-) -> FastAPI:
-    """App factory (``transports`` routes dependency calls in-process in tests)."""
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    """App factory: the lifespan opens the dependency clients (inside the serving event loop)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(level=settings.LOG_LEVEL, json_lines=settings.LOG_JSON)
-        clients = ServiceClients(settings, transports=transports)
+        clients = ServiceClients(settings)
         app.state.recommender = Recommender(settings=settings, clients=clients)
         try:
             yield

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -78,10 +79,26 @@ class ItemVector:
     title_vector: np.ndarray
 
 
+_search_threads = 0  # 0: OpenMP's default (all cores)
+_omp_local = threading.local()
+
+
 def set_search_threads(threads: int) -> None:
-    """Single-query searches gain nothing from OpenMP and lose a lot to it on busy, small machines."""
-    if threads > 0:
-        faiss.omp_set_num_threads(threads)
+    """Single-query searches gain nothing from OpenMP and lose a lot to it on busy, small machines.
+
+    OpenMP's thread count is per calling thread: set in a worker thread, it leaves the event loop's
+    thread (where the service searches) at the default. So the setting is recorded here and applied
+    by :func:`apply_search_threads` in whichever thread searches, once per thread.
+    """
+    global _search_threads
+    _search_threads = max(0, threads)
+    apply_search_threads()
+
+
+def apply_search_threads() -> None:
+    if _search_threads > 0 and getattr(_omp_local, "threads", None) != _search_threads:
+        faiss.omp_set_num_threads(_search_threads)
+        _omp_local.threads = _search_threads
 
 
 def item_fingerprint(parent_asin: str, content_hash: str) -> int:
@@ -328,6 +345,7 @@ class IndexSnapshot:
         if q.shape[1] != self.dim:
             raise SnapshotError(f"query dim {q.shape[1]} != index dim {self.dim}")
         fetch = min(k + self.dead_in_index, self.index.ntotal)
+        apply_search_threads()
         scores, ids = self.index.search(q, fetch)
         out: list[tuple[str, float]] = []
         for slot, score in zip(ids[0].tolist(), scores[0].tolist(), strict=True):

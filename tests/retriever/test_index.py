@@ -155,3 +155,30 @@ def test_concurrent_queries_during_swaps_never_fail() -> None:
     assert not errors, errors[:3]
     assert queries > 30
     assert len(holder["snap"]) == 300 + 30 * 10
+
+
+def test_search_threads_apply_in_the_thread_that_searches() -> None:
+    """OpenMP's thread count is per thread: the service sets it at start-up in a worker thread but
+    searches on the event loop's thread, which must not stay at the default (all cores)."""
+    import faiss
+
+    from services.retriever import index as index_mod
+
+    items = _items(50)
+    snap = IndexSnapshot.build(items, dim=DIM, model_name="m", config=IndexConfig(kind="flat"))
+    seen: list[int] = []
+    try:
+        setter = threading.Thread(target=index_mod.set_search_threads, args=(1,))
+        setter.start()
+        setter.join()
+
+        def search_and_report() -> None:
+            snap.search(items[0].vector, 5)
+            seen.append(faiss.omp_get_max_threads())
+
+        searcher = threading.Thread(target=search_and_report)  # a fresh thread: OpenMP default there
+        searcher.start()
+        searcher.join()
+    finally:
+        index_mod._search_threads = 0
+    assert seen == [1]
