@@ -52,11 +52,23 @@ def service_pids() -> dict[str, int]:
         except OSError:
             continue
         words = [a.decode(errors="replace") for a in argv]
-        if "services.cli" in words and "serve" in words:
-            i = words.index("serve")
-            if i + 1 < len(words):
-                out[words[i + 1]] = int(d.name)
+        if "services.cli" in words:
+            for verb in ("serve", "consume", "worker"):
+                if verb in words and words.index(verb) + 1 < len(words):
+                    name = words[words.index(verb) + 1]
+                    out[name if verb == "serve" else f"{verb} {name}"] = int(d.name)
+        elif words and Path(words[0]).name == "tansu":
+            out["broker"] = int(d.name)
     return out
+
+
+def machine_busy_seconds() -> float:
+    """Busy CPU seconds of the whole machine so far (all cores; /proc/stat minus idle and iowait)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return float("nan")
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -72,6 +84,7 @@ def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
     snap = {name: cpu_seconds(pid) for name, pid in pids.items()}
     t = os.times()
     snap["loadgen"] = t.user + t.system
+    snap["machine"] = machine_busy_seconds()
     return snap
 
 
@@ -190,11 +203,13 @@ async def main_async(args: argparse.Namespace) -> None:
             flush=True,
         )
         cpu = {n: v for n, v in row["cpu_ms"].items() if v == v and v >= 0.05}
+        machine = cpu.pop("machine", None)
         if cpu:
             print(
                 f"{'':10} CPU ms/request: "
                 + ", ".join(f"{n} {v:.1f}" for n, v in sorted(cpu.items(), key=lambda kv: -kv[1]))
-                + f" (total {sum(cpu.values()):.1f})",
+                + f" (processes {sum(cpu.values()):.1f}"
+                + (f", whole machine {machine:.1f})" if machine is not None else ")"),
                 flush=True,
             )
 

@@ -5,6 +5,7 @@ Library code never reads the environment: it is handed a settings object.
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -75,15 +76,17 @@ class CommonSettings(BaseSettings):
     def database_url(self) -> str:
         if self.DATABASE_URL:
             return self.DATABASE_URL
-        return f"sqlite:///{(self.HOME / 'recsys.db').resolve()}"
+        return _sqlite_url("sqlite", str(self.HOME), "recsys.db", os.getcwd())
 
     @property
     def celery_broker_url(self) -> str:
-        return self.CELERY_BROKER_URL or f"sqla+sqlite:///{(self.HOME / 'celery.db').resolve()}"
+        return self.CELERY_BROKER_URL or _sqlite_url("sqla+sqlite", str(self.HOME), "celery.db", os.getcwd())
 
     @property
     def celery_result_backend(self) -> str:
-        return self.CELERY_RESULT_BACKEND or f"db+sqlite:///{(self.HOME / 'celery-results.db').resolve()}"
+        return self.CELERY_RESULT_BACKEND or _sqlite_url(
+            "db+sqlite", str(self.HOME), "celery-results.db", os.getcwd()
+        )
 
     def topic(self, name: str) -> str:
         return f"{self.TOPIC_PREFIX}{name}"
@@ -96,3 +99,10 @@ class CommonSettings(BaseSettings):
 @lru_cache
 def get_settings() -> CommonSettings:
     return CommonSettings()
+
+
+@lru_cache(maxsize=64)
+def _sqlite_url(scheme: str, home: str, name: str, cwd: str) -> str:
+    """The absolute SQLite URL under HOME (memoized: ``Path.resolve`` is a few syscalls, and the
+    hot request paths read ``settings.database_url`` on every call)."""
+    return f"{scheme}:///{(Path(cwd) / home / name).resolve()}"

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -50,6 +50,14 @@ def session_scope(url: str) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def read_connection(url: str) -> Iterator[Connection]:
+    """A plain Core connection for the hot read paths (one user's profile and history, one top-N row):
+    no ORM session, identity map or unit of work, which cost more than the small read itself."""
+    with get_engine(url).connect() as conn:
+        yield conn
 
 
 def upgrade_database(url: str) -> None:

@@ -5,13 +5,28 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from shared.metrics import HttpMetricsMiddleware, metrics_response
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class FastJSON(Response):
+    """JSON via orjson for hot endpoints that build plain dicts of str/int/float/bool/None/list.
+
+    Returning a Response skips FastAPI's response validation and ``jsonable_encoder`` walk; keep the
+    endpoint's ``response_model`` (or a typed schema) for the OpenAPI docs, and build the dict so it
+    matches, because nothing re-checks it.
+    """
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 class DomainError(Exception):

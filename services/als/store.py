@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -17,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.als.model import FittedModel
+from shared.als_topn import user_topn
 from shared.db import get_engine, session_scope
 from shared.logging import get_logger
 from shared.models import AlsFactor, AlsItemIndex, AlsLock, AlsModel, AlsState, AlsTopN
@@ -154,29 +154,10 @@ def get_version(url: str, version: int) -> AlsModel | None:
         return s.get(AlsModel, version)
 
 
-@lru_cache(maxsize=4)
-def _item_index(url: str, version: int) -> np.ndarray:
-    """The item ids of a version in ordinal order (immutable once written, so cached per process)."""
-    with session_scope(url) as s:
-        raw = s.scalar(select(AlsItemIndex.item_ids).where(AlsItemIndex.model_version == version))
-    if raw is None:
-        return np.array([], dtype=object)
-    return np.array(bytes(raw).decode().split("\n"), dtype=object)
-
-
 def user_recommendations(url: str, *, version: int, user_id: str, k: int) -> list[tuple[str, float]]:
-    with session_scope(url) as s:
-        row = s.execute(
-            select(AlsTopN.items, AlsTopN.scores).where(
-                AlsTopN.model_version == version, AlsTopN.user_id == user_id
-            )
-        ).first()
-    if row is None:
-        return []
-    ordinals = np.frombuffer(bytes(row[0]), dtype="<i4")[:k]
-    scores = np.frombuffer(bytes(row[1]), dtype="<f4")[:k]
-    ids = _item_index(url, version)
-    return [(str(ids[o]), round(float(v), 6)) for o, v in zip(ordinals, scores, strict=True)]
+    """One user's stored top-k (the serving read lives in :mod:`shared.als_topn`, shared with the
+    retriever, which blends it into hybrid candidates)."""
+    return user_topn(url, version=version, user_id=user_id, k=k)
 
 
 def count_recommendations(url: str, *, version: int) -> int:

@@ -56,8 +56,10 @@ def stem(word: str) -> str:
     return w
 
 
-def content_stems(text: str) -> list[str]:
-    return [stem(w) for w in words(text) if w not in STOPWORDS and len(w) > 1]
+@lru_cache(maxsize=65_536)
+def content_stems(text: str) -> tuple[str, ...]:
+    """Stems of the content words (memoized: titles, features and profile terms recur per request)."""
+    return tuple(stem(w) for w in words(text) if w not in STOPWORDS and len(w) > 1)
 
 
 def vocab(texts: Iterable[str]) -> set[str]:
@@ -67,8 +69,13 @@ def vocab(texts: Iterable[str]) -> set[str]:
     return out
 
 
+@lru_cache(maxsize=16_384)
+def word_set(text: str) -> frozenset[str]:
+    return frozenset(words(text))
+
+
 def jaccard(a: str, b: str) -> float:
-    sa, sb = set(words(a)), set(words(b))
+    sa, sb = word_set(a), word_set(b)
     if not sa and not sb:
         return 1.0
     return len(sa & sb) / max(1, len(sa | sb))

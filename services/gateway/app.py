@@ -7,17 +7,39 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings, get_settings
 from services.gateway.service import Recommender
 from shared.db import get_engine
-from shared.http import NotFound, install_common
+from shared.http import FastJSON, NotFound, install_common
 from shared.logging import configure_logging
 
 UserId = Annotated[str, Path(min_length=1, max_length=128)]
+
+
+class RecommendedItem(BaseModel):
+    parent_asin: str
+    title: str
+    score: float | None = Field(description="the strategy's own score (not comparable across strategies)")
+    average_rating: float | None
+    reason: str = Field(description="one short personalized reason or ad line")
+    source: Literal["hybrid", "als", "llm_only", "popular"] = Field(description="which path produced it")
+    reason_source: Literal["llm", "template"]
+
+
+class RecommendationsResponse(BaseModel):
+    """The answer's shape (documentation: the endpoint serializes its dict directly; tests validate it)."""
+
+    user_id: str
+    strategy: Literal["hybrid", "als", "llm_only", "popular"]
+    cold_start: bool
+    degraded: bool = Field(description="a fallback was used; ``notes`` says which")
+    items: list[RecommendedItem]
+    notes: list[str] = Field(description="machine-readable fallback notes, e.g. explainer:timeout")
 
 
 async def _recommender(request: Request) -> Recommender:
@@ -43,11 +65,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     app = FastAPI(title="recsys gateway", version="1", lifespan=lifespan)
 
-    @app.get("/v1/users/{user_id}/recommendations", tags=["recommendations"])
+    @app.get(
+        "/v1/users/{user_id}/recommendations",
+        tags=["recommendations"],
+        response_model=RecommendationsResponse,
+        responses={200: {"headers": {"X-Cache": {"description": "hit, miss or bypass"}}}},
+    )
     async def recommendations(
         user_id: UserId,
         svc: RecommenderDep,
-        response: Response,
         k: Annotated[int, Query(ge=1, le=50, description="number of items")] = 5,
         strategy: Annotated[Literal["hybrid", "als", "llm_only", "popular"], Query()] = "hybrid",
         reasons: Annotated[
@@ -55,7 +81,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             Query(description="explainer backend; default from RECSYS_GATEWAY_REASONS"),
         ] = None,
         cache_control: Annotated[str | None, Header(max_length=200)] = None,
-    ) -> dict[str, Any]:
+    ) -> FastJSON:
         """Top-k items with a reason each; ``degraded`` says a fallback was used, ``source`` which path.
 
         Answers are cached per gateway replica while the user's profile and reviews are unchanged
@@ -66,8 +92,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         answer = await svc.recommend(
             user_id=user_id, k=k, strategy=strategy, reasons=reasons, use_cache=not fresh, info=info
         )
-        response.headers["X-Cache"] = info.get("cache", "bypass")
-        return answer
+        return FastJSON(answer, headers={"X-Cache": info.get("cache", "bypass")})
 
     @app.get("/v1/users/{user_id}/profile", tags=["users"])
     async def profile(user_id: UserId, svc: RecommenderDep) -> dict[str, Any]:

@@ -11,7 +11,6 @@ each request), aiohttp 0.13 ms; the gateway makes two or three such calls per an
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -125,7 +124,7 @@ class ServiceClients:
             except ValueError as e:
                 outcome = "invalid"
                 raise DependencyError(dependency, "invalid", message="response is not JSON") from e
-        except (TimeoutError, asyncio.TimeoutError) as e:
+        except TimeoutError as e:
             outcome = "timeout"
             raise DependencyError(dependency, "timeout", message=type(e).__name__) from e
         except aiohttp.ClientError as e:

@@ -22,9 +22,6 @@ class GatewaySettings(CommonSettings):
     # Which explainer backend the gateway asks for: auto = the LLM when loaded, under its time budget.
     GATEWAY_REASONS: Literal["auto", "template", "llm"] = "auto"
     GATEWAY_LLM_ONLY_CANDIDATES: int = Field(50, ge=5, le=100, description="candidates handed to the re-rank")
-    GATEWAY_ALS_BLEND: int = Field(
-        50, ge=0, le=100, description="ALS candidates passed to the hybrid retriever (ALS API max 100)"
-    )
     GATEWAY_HISTORY_LIMIT: int = Field(
         500, ge=0, description="most recent reviewed items excluded from results"
     )

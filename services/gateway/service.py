@@ -99,7 +99,7 @@ class AnswerCache:
 
 
 def _stamp(ctx: store.UserContext) -> tuple[Any, ...]:
-    return (ctx.profile_status, ctx.profile_version, ctx.n_reviews, tuple(ctx.history[:1]))
+    return (ctx.stamp,)
 
 
 class Recommender:
@@ -130,9 +130,9 @@ class Recommender:
         start = time.perf_counter()
         plan = Plan(strategy=strategy, k=k)
         backend = reasons or self.settings.GATEWAY_REASONS
-        n_als = (
-            self.settings.GATEWAY_ALS_BLEND if strategy == "hybrid" else (k + 50 if strategy == "als" else 0)
-        )
+        # hybrid: the retriever blends the user's ALS top-N itself (one hop, not two); the gateway
+        # calls the ALS service for strategy=als, and for hybrid only when the retriever is down.
+        n_als = k + 50 if strategy == "als" else 0
         use_cache = use_cache and self.cache is not None
         # ALS needs nothing from the DB read: without the cache both run at once; with it, the read
         # (which decides whether the cached answer is still valid) goes first, so a hit costs no ALS call.
@@ -158,7 +158,7 @@ class Recommender:
         elif strategy == "popular":
             await self._retrieve(user_id, ctx, plan, exclude, strategy="popular")
         else:
-            await self._hybrid(user_id, ctx, plan, exclude, als_result)
+            await self._hybrid(user_id, ctx, plan, exclude)
         if len(plan.items) < k:
             await self._fill_popular(user_id, plan, exclude)
         plan.items = plan.items[:k]
@@ -220,15 +220,14 @@ class Recommender:
         strategy: str,
         k: int,
         exclude: set[str],
-        als: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
+        # no als_candidates: for hybrid the retriever reads the user's live ALS top-N itself
         return {
             "user_id": user_id,
             "profile_text": ctx.summary if ctx else None,
             "strategy": strategy,
             "k": k,
             "exclude": sorted(exclude),
-            "als_candidates": als,
         }
 
     async def _retrieve(
@@ -240,11 +239,10 @@ class Recommender:
         *,
         strategy: str,
         k: int | None = None,
-        als: list[dict[str, Any]] | None = None,
     ) -> bool:
         try:
             resp = await self.clients.candidates(
-                self._retriever_body(user_id, ctx, strategy=strategy, k=k or plan.k, exclude=exclude, als=als)
+                self._retriever_body(user_id, ctx, strategy=strategy, k=k or plan.k, exclude=exclude)
             )
         except DependencyError as e:
             log.warning("retriever failed", extra={"user_id": user_id, "strategy": strategy, "error": str(e)})
@@ -273,15 +271,19 @@ class Recommender:
         ctx: store.UserContext | None,
         plan: Plan,
         exclude: set[str],
-        als_result: AlsResult,
+        als_result: AlsResult | None = None,
     ) -> None:
-        als, err = als_result
-        if err is not None and err.kind != "http":
-            log.info("als unavailable for hybrid blend", extra={"user_id": user_id, "error": str(err)})
-        if await self._retrieve(user_id, ctx, plan, exclude, strategy="hybrid", als=als or None):
+        """The retriever's hybrid list (ALS blended in there); retriever down: the ALS top-N (fetched
+        now unless ``als_result`` already holds it), facts from the DB, before plain popularity."""
+        if await self._retrieve(user_id, ctx, plan, exclude, strategy="hybrid"):
             return
-        if als:  # retriever down: ALS top-N (facts from the DB) before plain popularity
+        if als_result is None:
+            als_result = await self._als_items(user_id, plan.k + 50)
+        als, err = als_result
+        if als:
             plan.add(await self._with_facts(als), exclude=exclude, source="als")
+        elif err is not None and err.kind != "http":
+            log.info("als unavailable for the hybrid fallback", extra={"user_id": user_id, "error": str(err)})
 
     async def _als_strategy(
         self,

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
-from shared.db import session_scope
+from shared.db import read_connection, session_scope
 from shared.models import Item, Profile, Review
 
 PROFILE_LISTS = ("preferred_products", "liked_features", "dislikes", "potential_interests")
@@ -23,35 +23,49 @@ class UserContext:
     profile_status: str | None = None
     n_reviews: int = 0
     history: list[str] = field(default_factory=list)  # parent_asins, most recent first
+    newest_ts: int | None = None  # timestamp of the most recent review
+
+    @property
+    def stamp(self) -> str:
+        """Changes whenever the profile or the review history does (a new review is a newer one)."""
+        newest = self.history[0] if self.history else ""
+        return f"{self.profile_status}:{self.profile_version}:{self.n_reviews}:{self.newest_ts}:{newest}"
 
     @property
     def has_profile(self) -> bool:
         return self.profile_status == "ready"
 
 
+_profiles, _reviews = Profile.__table__.c, Review.__table__.c
+# Built once: statement construction and cache-key generation cost more than the reads themselves.
+_PROFILE_READ = select(
+    _profiles.status, _profiles.version, _profiles.summary, *(_profiles[k] for k in PROFILE_LISTS)
+).where(_profiles.user_id == bindparam("user_id"))
+_HISTORY_READ = (
+    select(_reviews.parent_asin, _reviews.timestamp)
+    .where(_reviews.user_id == bindparam("user_id"))
+    .order_by(_reviews.timestamp.desc())
+    .limit(bindparam("limit"))
+)
+
+
 def load_user(url: str, *, user_id: str, history_limit: int) -> UserContext:
+    """Profile fields and the most recent reviewed items: two indexed reads on one Core connection."""
     ctx = UserContext(user_id=user_id)
-    with session_scope(url) as s:
-        prof = s.get(Profile, user_id)
-        if prof is not None:
-            ctx.profile_status = prof.status
-            ctx.profile_version = prof.version or 0
-            if prof.status == "ready":
-                ctx.profile = {k: [str(x) for x in (getattr(prof, k) or [])] for k in PROFILE_LISTS}
-                ctx.summary = prof.summary or None
-        # One query: the most recent reviewed items (n_reviews is capped at the limit; only "any?" matters).
-        rows = (
-            s.execute(
-                select(Review.parent_asin)
-                .where(Review.user_id == user_id)
-                .order_by(Review.timestamp.desc())
-                .limit(max(1, history_limit))
-            )
-            .scalars()
-            .all()
-        )
-        ctx.n_reviews = len(rows)
-        ctx.history = list(dict.fromkeys(rows)) if history_limit else []
+    with read_connection(url) as conn:
+        prof = conn.execute(_PROFILE_READ, {"user_id": user_id}).first()
+        # n_reviews is capped at the limit: only "any?" and the stamp need it.
+        rows = conn.execute(_HISTORY_READ, {"user_id": user_id, "limit": max(1, history_limit)}).all()
+    if prof is not None:
+        status, version, summary, *lists = prof
+        ctx.profile_status = status
+        ctx.profile_version = version or 0
+        if status == "ready":
+            ctx.profile = {k: [str(x) for x in (v or [])] for k, v in zip(PROFILE_LISTS, lists, strict=True)}
+            ctx.summary = summary or None
+    ctx.n_reviews = len(rows)
+    ctx.newest_ts = int(rows[0][1]) if rows else None
+    ctx.history = list(dict.fromkeys(a for a, _ in rows)) if history_limit else []
     return ctx
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from services.retriever.config import RetrieverSettings, get_retriever_settings
 from services.retriever.service import RetrieverService
 from shared.amazon import MAX_ID
-from shared.http import install_common
+from shared.http import FastJSON, install_common
 from shared.logging import configure_logging
 
 MAX_EXCLUDE = 5_000
@@ -36,7 +36,12 @@ class CandidatesRequest(BaseModel):
     exclude: list[Annotated[str, Field(min_length=1, max_length=MAX_ID)]] = Field(
         default_factory=list, max_length=MAX_EXCLUDE
     )
-    als_candidates: list[AlsCandidate] | None = Field(None, max_length=MAX_EXCLUDE)
+    als_candidates: list[AlsCandidate] | None = Field(
+        None,
+        max_length=MAX_EXCLUDE,
+        description="hybrid: ALS candidates to blend; omitted: the user's top-N of the live ALS model is "
+        "read from the database (RETRIEVER_ALS_BLEND); []: no ALS blend",
+    )
 
     @field_validator("profile_vector")
     @classmethod
@@ -63,6 +68,9 @@ class CandidatesResponse(BaseModel):
     cold_start: bool
     index_version: str
     items: list[CandidateItem]
+    als_version: int | None = Field(
+        None, description="hybrid: the live ALS model whose top-N was blended in (None: none was)"
+    )
 
 
 async def get_service(request: Request) -> RetrieverService:
@@ -77,15 +85,17 @@ router = APIRouter(prefix="/v1", tags=["retriever"])
 
 
 @router.post("/candidates", response_model=CandidatesResponse)
-async def candidates(body: CandidatesRequest, svc: ServiceDep) -> dict[str, Any]:
+async def candidates(body: CandidatesRequest, svc: ServiceDep) -> FastJSON:
     """Candidate items for a user (id, profile text or vector) by strategy, with provenance.
 
     Runs on the event loop on purpose: the work is a few milliseconds of CPU (FAISS, numpy, one
     indexed read), and the two thread-pool hops a sync endpoint costs (call + response validation)
     measured several times more than the work itself under concurrent load.
     """
-    als = [(c.parent_asin, c.score) for c in body.als_candidates] if body.als_candidates else None
-    return svc.candidates(
+    als = [(c.parent_asin, c.score) for c in body.als_candidates] if body.als_candidates is not None else None
+    # CandidateResult.to_dict builds exactly the CandidatesResponse shape (tests check it against the
+    # model); serialized directly, it skips a validation pass per request.
+    return FastJSON(svc.candidates(
         user_id=body.user_id,
         profile_text=body.profile_text,
         strategy=body.strategy,
@@ -93,7 +103,7 @@ async def candidates(body: CandidatesRequest, svc: ServiceDep) -> dict[str, Any]
         exclude=body.exclude,
         als_candidates=als,
         profile_vector=body.profile_vector,
-    )
+    ))
 
 
 @router.get("/items/{parent_asin}")

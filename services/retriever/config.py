@@ -69,6 +69,14 @@ class RetrieverSettings(CommonSettings):
         default=200, ge=1, description="most recent reviews used for the history vector"
     )
     RETRIEVER_ALS_WEIGHT: float = Field(default=0.3, ge=0, le=1, description="ALS share of the blended score")
+    RETRIEVER_ALS_BLEND: int = Field(
+        default=50,
+        ge=0,
+        le=500,
+        description="hybrid: the user's top-N of the live ALS model (read from the DB, as the ALS service "
+        "stores it) blended into the candidates when the caller sends none; 0 = only what callers send",
+    )
+    ALS_SERVING_KIND: str = Field("explicit", description="which live ALS model kind hybrid blends")
     RETRIEVER_LLM_MIN_RATING: float = Field(default=4.0, ge=0, le=5)
     RETRIEVER_LLM_MIN_COUNT: int = Field(default=5, ge=0)
     RETRIEVER_LLM_TITLE_TOP: int = Field(default=300, ge=1)

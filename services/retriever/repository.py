@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from services.retriever.candidates import HistoryEntry
@@ -117,7 +117,8 @@ class StoredProfile:
     embedding: bytes | None
 
 
-def profile_text(row: Profile) -> str:
+def profile_text(row: Any) -> str:
+    """Summary plus the structured lists (``row``: a Profile or a row with those columns)."""
     parts = [row.summary or ""]
     for label, values in (
         ("Likes", row.preferred_products),
@@ -130,18 +131,32 @@ def profile_text(row: Profile) -> str:
     return ". ".join(p for p in parts if p).strip()
 
 
+_profiles, _reviews = Profile.__table__.c, Review.__table__.c
+# Built once: per-request statement construction and cache-key generation cost more than the reads.
+_HISTORY_READ = (
+    select(_reviews.parent_asin, _reviews.rating, _reviews.timestamp)
+    .where(_reviews.user_id == bindparam("user_id"))
+    .order_by(_reviews.timestamp.desc())
+    .limit(bindparam("limit"))
+)
+_PROFILE_READ = select(
+    _profiles.version,
+    _profiles.status,
+    _profiles.summary,
+    _profiles.preferred_products,
+    _profiles.liked_features,
+    _profiles.potential_interests,
+    _profiles.embedding,
+).where(_profiles.user_id == bindparam("user_id"))
+
+
 def load_user(
-    session: Session, user_id: str, *, history_max: int
+    conn: Connection | Session, user_id: str, *, history_max: int
 ) -> tuple[tuple[HistoryEntry, ...], StoredProfile | None]:
     """The user's most recent reviews and stored profile (None when there is none)."""
-    rows = session.execute(
-        select(Review.parent_asin, Review.rating, Review.timestamp)
-        .where(Review.user_id == user_id)
-        .order_by(Review.timestamp.desc())
-        .limit(history_max)
-    ).all()
+    rows = conn.execute(_HISTORY_READ, {"user_id": user_id, "limit": max(1, history_max)}).all()
     history = tuple(HistoryEntry(a, float(r), int(t)) for a, r, t in rows)
-    prof = session.get(Profile, user_id)
+    prof = conn.execute(_PROFILE_READ, {"user_id": user_id}).first()
     stored = None
     if prof is not None and prof.status != "failed":
         stored = StoredProfile(

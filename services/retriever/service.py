@@ -42,7 +42,8 @@ from services.retriever.repository import (
 )
 from services.retriever.sync import bootstrap, load_compatible
 from shared import events
-from shared.db import session_scope
+from shared.als_topn import LiveVersion, user_topn
+from shared.db import read_connection, session_scope
 from shared.embeddings import from_bytes
 from shared.events import ProfileEvent
 from shared.http import DomainError, NotFound
@@ -59,6 +60,7 @@ QUERY_SECONDS = Histogram(
 INDEX_ITEMS = Gauge("recsys_retriever_index_items", "items in the served index")
 INDEX_VERSION = Gauge("recsys_retriever_index_version", "version of the served index snapshot")
 SWAPS = Counter("recsys_retriever_index_swaps_total", "index snapshots swapped in")
+ALS_BLEND = Counter("recsys_retriever_als_blend_total", "hybrid requests by ALS blend outcome", ["result"])
 PROFILE_CACHE = Counter("recsys_retriever_profile_vectors_total", "profile vector lookups", ["result"])
 
 
@@ -111,6 +113,7 @@ class RetrieverService:
         self._threads: list[threading.Thread] = []
         self._profile_loop: Any = None
         self.last_error: str | None = None
+        self.als_live = LiveVersion(settings.database_url, kind=settings.ALS_SERVING_KIND)
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def load_model(self) -> None:
@@ -274,8 +277,8 @@ class RetrieverService:
             if ev.embedding and self.encoder is not None and len(ev.embedding) == self.encoder.dim:
                 self.profiles.put((ev.user_id, ev.version), np.asarray(ev.embedding, dtype=np.float32))
                 continue
-            with session_scope(self.settings.database_url) as s:
-                _, stored = load_user(s, ev.user_id, history_max=1)
+            with read_connection(self.settings.database_url) as conn:
+                _, stored = load_user(conn, ev.user_id, history_max=1)
             if stored is not None:
                 self.profile_vector(stored)
 
@@ -328,8 +331,8 @@ class RetrieverService:
                 )
         stored: StoredProfile | None = None
         if user_id:
-            with session_scope(self.settings.database_url) as s:
-                history, stored = load_user(s, user_id, history_max=self.params.history_max)
+            with read_connection(self.settings.database_url) as conn:
+                history, stored = load_user(conn, user_id, history_max=self.params.history_max)
         text_given = (profile_text or "").strip()
         if vec is None and stored is not None and (not text_given or text_given == stored.summary.strip()):
             vec = self.profile_vector(stored)  # the gateway sends the stored summary back: reuse its vector
@@ -367,6 +370,9 @@ class RetrieverService:
         started = time.perf_counter()
         snap, catalog = self.current()
         user = self.user_context(user_id=user_id, profile_text=profile_text, profile_vector=profile_vector)
+        als_version: int | None = None
+        if strategy == "hybrid" and als_candidates is None and user_id and self.settings.RETRIEVER_ALS_BLEND:
+            als_version, als_candidates = self.als_topn(user_id)
         kk = k if k is not None else (self.params.llm_k if strategy == "llm_only" else 10)
         result: CandidateResult = generate_candidates(
             strategy=strategy,
@@ -380,7 +386,24 @@ class RetrieverService:
             encoder=self.encoder,
         )
         QUERY_SECONDS.labels(strategy).observe(time.perf_counter() - started)
-        return result.to_dict(user_id)
+        return result.to_dict(user_id) | {"als_version": als_version}
+
+    def als_topn(self, user_id: str) -> tuple[int | None, list[tuple[str, float]] | None]:
+        """(live ALS version, the user's stored top-N) for the hybrid blend; (None, None) without a
+        live model, the user in it, or a readable database (ALS only refines the ranking)."""
+        try:
+            version = self.als_live.get()
+            if version is None:
+                return None, None
+            top = user_topn(
+                self.settings.database_url, version=version, user_id=user_id, k=self.settings.RETRIEVER_ALS_BLEND
+            )
+        except Exception as e:
+            ALS_BLEND.labels("error").inc()
+            log.warning("ALS top-N read failed; hybrid without ALS", extra={"error": str(e)[:300]})
+            return None, None
+        ALS_BLEND.labels("blended" if top else "user_not_in_model").inc()
+        return (version, top) if top else (None, None)
 
     def item(self, parent_asin: str) -> dict[str, Any]:
         snap, catalog = self.current()

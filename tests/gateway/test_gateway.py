@@ -72,6 +72,22 @@ def test_warm_user_reasons_come_from_the_explainer_and_use_the_profile(
     assert "soft cotton" in reasons or "wigs" in reasons or "combs" in reasons or "bonnet" in reasons
 
 
+@pytest.mark.parametrize("strategy", ["hybrid", "als", "llm_only", "popular"])
+def test_answers_match_the_documented_response_model(gw: TestClient, seeded: Seeded, strategy: str) -> None:
+    """The endpoint serializes its dict directly (no response validation): the shape is checked here."""
+    from services.gateway.app import RecommendationsResponse
+
+    for user in (seeded.warm_user, "NEVER-SEEN-USER-0002"):
+        r = _recs(gw, user, k=3, strategy=strategy)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+        assert r.headers["x-cache"] in ("hit", "miss", "bypass")
+        parsed = RecommendationsResponse.model_validate(r.json(), strict=True)
+        assert len(parsed.items) == 3 and set(r.json()) == set(RecommendationsResponse.model_fields)
+        assert all(set(i) == set(type(parsed.items[0]).model_fields) for i in r.json()["items"])
+    schema = gw.get("/openapi.json").json()["components"]["schemas"]
+    assert "RecommendationsResponse" in schema and "RecommendedItem" in schema
+
+
 def test_k_is_honoured(gw: TestClient, seeded: Seeded) -> None:
     for k in (1, 3, 12):
         assert len(_recs(gw, seeded.warm_user, k=k).json()["items"]) == k

@@ -231,6 +231,22 @@ def test_history_from_the_database_personalizes(client: TestClient, data: Any) -
     assert excluded not in {i["parent_asin"] for i in body2["items"]}
 
 
+@pytest.mark.parametrize("strategy", ["hybrid", "llm_only", "popular"])
+def test_candidates_match_the_documented_response_model(
+    client: TestClient, data: Any, strategy: str
+) -> None:
+    """The endpoint serializes its dict directly (no response validation): the shape is checked here."""
+    from services.retriever.app import CandidatesResponse
+
+    user = data[0][0]["user_id"]
+    for body in ({"user_id": user, "k": 5, "strategy": strategy}, {"user_id": "nobody-x", "strategy": strategy}):
+        r = client.post("/v1/candidates", json=body)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+        parsed = CandidatesResponse.model_validate(r.json(), strict=True)
+        assert parsed.items and set(r.json()) == set(CandidatesResponse.model_fields)
+        assert all(set(i) == set(type(parsed.items[0]).model_fields) for i in r.json()["items"])
+
+
 def test_cold_start_users_get_diverse_popular_items(client: TestClient) -> None:
     lists = []
     for i in range(8):
@@ -344,3 +360,52 @@ def test_metrics_expose_query_latency(client: TestClient) -> None:
 
 def test_home_holds_a_manifest(rsettings: RetrieverSettings, client: TestClient) -> None:
     assert (Path(rsettings.HOME) / "index" / "manifest.json").exists()
+
+
+def test_hybrid_blends_the_live_als_top_n_read_from_the_database(
+    client: TestClient, data: Any, rsettings: RetrieverSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without als_candidates, hybrid reads the user's stored top-N of the live ALS model itself."""
+    from sqlalchemy import delete
+
+    from shared.models import AlsItemIndex, AlsModel, AlsTopN
+
+    svc: RetrieverService = client.svc  # type: ignore[attr-defined]
+    monkeypatch.setattr(svc.als_live, "ttl_s", 0.0)  # see a model written a moment ago
+    reviews = data[0]
+    user = max({r["user_id"] for r in reviews}, key=lambda u: sum(r["user_id"] == u for r in reviews))
+    no_als = {"user_id": user, "k": 32, "strategy": "hybrid", "als_candidates": []}
+    before = client.post("/v1/candidates", json=no_als).json()
+    assert before["als_version"] is None
+    order = [i["parent_asin"] for i in before["items"]]
+    boosted, other = order[-1], order[-2]  # ALS loves the item the vectors rank last
+    with session_scope(rsettings.database_url) as s:
+        model = AlsModel(kind="explicit", status="live")
+        s.add(model)
+        s.flush()
+        version = model.version
+        s.add(AlsItemIndex(model_version=version, item_ids="\n".join([other, boosted]).encode()))
+        s.add(
+            AlsTopN(
+                model_version=version,
+                user_id=user,
+                items=np.asarray([1, 0], dtype="<i4").tobytes(),
+                scores=np.asarray([5.0, 1.0], dtype="<f4").tobytes(),
+            )
+        )
+    try:
+        blended = client.post("/v1/candidates", json={"user_id": user, "k": 32, "strategy": "hybrid"}).json()
+        assert blended["als_version"] == version
+        ranked = [i["parent_asin"] for i in blended["items"]]
+        assert ranked.index(boosted) < order.index(boosted)
+        # a user the model does not know, and an explicit empty list, get no blend
+        assert client.post("/v1/candidates", json={"user_id": "nobody-als", "strategy": "hybrid"}).json()[
+            "als_version"
+        ] is None
+        assert client.post("/v1/candidates", json=no_als).json()["als_version"] is None
+        assert 'recsys_retriever_als_blend_total{result="blended"}' in client.get("/metrics").text
+    finally:
+        with session_scope(rsettings.database_url) as s:
+            s.execute(delete(AlsTopN).where(AlsTopN.model_version == version))
+            s.execute(delete(AlsItemIndex).where(AlsItemIndex.model_version == version))
+            s.execute(delete(AlsModel).where(AlsModel.version == version))
