@@ -248,44 +248,73 @@ def hybrid_candidates(
             strategy="hybrid",
             cold_start=True,
         )
-    banned = set(exclude) | {h.parent_asin for h in user.history}
-    fetch = params.top_n + sum(1 for a in banned if a in index)
-    pool = [a for a, _ in index.search(u, fetch) if a not in banned]
-    als_scores: dict[str, float] = {}
+    # Everything below works on index slots with numpy: per-candidate Python over the 200 hits was
+    # most of the retriever's CPU per request under load.
+    banned = index.slots_of(set(exclude) | {h.parent_asin for h in user.history})
+    slots, _ = index.search_slots(u, params.top_n + len(banned))
+    if len(banned):
+        slots = slots[~np.isin(slots, banned)]
+    als_by_slot: dict[int, float] = {}
     for asin, score in als_candidates or ():
-        if asin in banned or asin not in index or not math.isfinite(score):
+        slot = index.asin_slot.get(asin)
+        if slot is None or not math.isfinite(score):
             continue  # an item without a vector cannot be ranked or diversified here
-        als_scores[asin] = float(score)
-    pool_set = set(pool)
-    pool.extend(a for a in als_scores if a not in pool_set)
-    infos = {a: catalog.get(a) for a in pool}
-    keep = [a for a in pool if (info := infos[a]) is not None and _passes_rating(info, params)]
-    if not keep:
+        als_by_slot.setdefault(slot, float(score))
+    if als_by_slot:
+        extra = np.asarray(list(als_by_slot), dtype=np.int64)
+        extra = extra[~np.isin(extra, slots)]
+        if len(banned):
+            extra = extra[~np.isin(extra, banned)]
+        slots = np.concatenate([slots, extra])
+    keep = slots[_rating_ok_mask(index, catalog, params)[slots]]
+    if not len(keep):
         return CandidateResult("hybrid", False, index.version_label)
-    asins, vecs = index.vectors_for(keep)
+    vecs = index.vectors[keep]
     relevance = vecs @ u
     if profile is not None:
         w = params.rerank_profile_weight
         relevance = w * (vecs @ profile) + (1 - w) * relevance
-    sources: list[Source] = ["hybrid"] * len(asins)
-    if als_scores:
-        raw = np.asarray([als_scores.get(a, np.nan) for a in asins], dtype=np.float32)
+    source_of = np.zeros(len(keep), dtype=bool)  # True: "als"
+    if als_by_slot:
+        raw = np.full(len(keep), np.nan, dtype=np.float32)
+        position = {int(s): i for i, s in enumerate(keep.tolist())}
+        for slot, score in als_by_slot.items():
+            i = position.get(slot)
+            if i is not None:
+                raw[i] = score
         present = ~np.isnan(raw)
-        lo, hi = float(np.nanmin(raw)), float(np.nanmax(raw))
-        norm = np.where(present, (raw - lo) / (hi - lo) if hi > lo else 1.0, 0.0)
-        vector_part = (1 - params.als_weight) * relevance
-        als_part = params.als_weight * norm
-        relevance = vector_part + als_part
-        # provenance: "als" where the ALS share of the blended score outweighs the vector share
-        sources = [
-            "als" if p and a > v else "hybrid" for p, a, v in zip(present, als_part, vector_part, strict=True)
-        ]
+        if present.any():
+            lo, hi = float(np.nanmin(raw)), float(np.nanmax(raw))
+            norm = np.where(present, (raw - lo) / (hi - lo) if hi > lo else 1.0, 0.0)
+            vector_part = (1 - params.als_weight) * relevance
+            als_part = params.als_weight * norm
+            relevance = vector_part + als_part
+            # provenance: "als" where the ALS share of the blended score outweighs the vector share
+            source_of = present & (als_part > vector_part)
     order = mmr_select(vecs, relevance.astype(np.float32), k, params.mmr_lambda)
-    items = [
-        Candidate(asins[i], float(relevance[i]), sources[i], infos[asins[i]])  # type: ignore[arg-type]
-        for i in order
-    ]
+    items = []
+    for i in order:
+        asin = index.slot_asin[int(keep[i])]
+        info = catalog.get(asin) if asin is not None else None
+        if asin is not None and info is not None:
+            items.append(Candidate(asin, float(relevance[i]), "als" if source_of[i] else "hybrid", info))
     return CandidateResult("hybrid", False, index.version_label, items)
+
+
+def _rating_ok_mask(index: IndexSnapshot, catalog: Catalog, params: RankingParams) -> np.ndarray:
+    """Boolean per slot: the item is in the catalog and passes the minimum rating (memoized per
+    snapshot and catalog generation, like the llm_only eligibility)."""
+    key = ("rating_ok", catalog.generation, params.min_rating, params.keep_unrated)
+    mask = index.derived.get(key)
+    if mask is None:
+        mask = np.zeros(len(index.slot_asin), dtype=bool)
+        for slot, asin in enumerate(index.slot_asin):
+            info = catalog.get(asin) if asin is not None else None
+            mask[slot] = info is not None and _passes_rating(info, params)
+        for old in [k for k in list(index.derived) if isinstance(k, tuple) and k[0] == "rating_ok"]:
+            index.derived.pop(old, None)  # one catalog generation at a time
+        index.derived[key] = mask
+    return mask
 
 
 def _eligible_llm_slots(index: IndexSnapshot, catalog: Catalog, params: RankingParams) -> np.ndarray:

@@ -25,7 +25,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -357,6 +357,33 @@ class IndexSnapshot:
                 if len(out) == k:
                     break
         return out
+
+    def search_slots(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(slots, scores) of the top-k live items by inner product, as arrays (no per-hit Python)."""
+        if not self.asin_slot or k <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
+        if q.shape[1] != self.dim:
+            raise SnapshotError(f"query dim {q.shape[1]} != index dim {self.dim}")
+        fetch = min(k + self.dead_in_index, self.index.ntotal)
+        apply_search_threads()
+        scores, ids = self.index.search(q, fetch)
+        ids, scores = ids[0], scores[0]
+        valid = ids >= 0
+        valid[valid] = self.live_mask()[ids[valid]]
+        return ids[valid][:k].astype(np.int64, copy=False), scores[valid][:k]
+
+    def slots_of(self, asins: Iterable[str]) -> np.ndarray:
+        """Slots of the given items that are in the index (unknown ones skipped), in order."""
+        get = self.asin_slot.get
+        return np.asarray([s for a in asins if (s := get(a)) is not None], dtype=np.int64)
+
+    def live_mask(self) -> np.ndarray:
+        """Boolean per slot: True where the slot holds a live item."""
+        key = "live_mask"
+        if key not in self.derived:
+            self.derived[key] = np.asarray([a is not None for a in self.slot_asin], dtype=bool)
+        return self.derived[key]
 
     def live_slots(self) -> np.ndarray:
         key = "live_slots"
