@@ -294,10 +294,10 @@ def hybrid_candidates(
     order = mmr_select(vecs, relevance.astype(np.float32), k, params.mmr_lambda)
     items = []
     for i in order:
-        asin = index.slot_asin[int(keep[i])]
-        info = catalog.get(asin) if asin is not None else None
-        if asin is not None and info is not None:
-            items.append(Candidate(asin, float(relevance[i]), "als" if source_of[i] else "hybrid", info))
+        slot_asin = index.slot_asin[int(keep[i])]
+        info = catalog.get(slot_asin) if slot_asin is not None else None
+        if slot_asin is not None and info is not None:
+            items.append(Candidate(slot_asin, float(relevance[i]), "als" if source_of[i] else "hybrid", info))
     return CandidateResult("hybrid", False, index.version_label, items)
 
 
