@@ -281,7 +281,8 @@ class Recommender:
             als_result = await self._als_items(user_id, plan.k + 50)
         als, err = als_result
         if als:
-            plan.add(await self._with_facts(als), exclude=exclude, source="als")
+            wanted = [r for r in als if r["parent_asin"] not in exclude][: 2 * plan.k]
+            plan.add(await self._with_facts(wanted), exclude=exclude, source="als")
         elif err is not None and err.kind != "http":
             log.info("als unavailable for the hybrid fallback", extra={"user_id": user_id, "error": str(err)})
 
@@ -295,7 +296,9 @@ class Recommender:
     ) -> None:
         als, err = als_result
         if als:
-            plan.add(await self._with_facts(als), exclude=exclude, source="als")
+            # facts only for what can be shown: unseen items, with a margin for rows missing in the DB
+            wanted = [r for r in als if r["parent_asin"] not in exclude][: 2 * plan.k]
+            plan.add(await self._with_facts(wanted), exclude=exclude, source="als")
             if len(plan.items) >= plan.k:
                 return
         reason = f"als:{err.code or err.kind}" if err else "als:too_few"

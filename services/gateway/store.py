@@ -69,7 +69,8 @@ def load_user(url: str, *, user_id: str, history_limit: int) -> UserContext:
     return ctx
 
 
-def item_facts(item: Item) -> dict[str, Any]:
+def item_facts(item: Any) -> dict[str, Any]:
+    """Display facts of an Item (or a row with the same columns)."""
     return {
         "parent_asin": item.parent_asin,
         "title": item.title or "",
@@ -80,12 +81,23 @@ def item_facts(item: Item) -> dict[str, Any]:
     }
 
 
+_items = Item.__table__.c
+_FACTS_READ = select(
+    _items.parent_asin,
+    _items.title,
+    _items.features,
+    _items.average_rating,
+    _items.rating_number,
+    _items.main_category,
+).where(_items.parent_asin.in_(bindparam("asins", expanding=True)))
+
+
 def items_by_asin(url: str, asins: Sequence[str]) -> dict[str, dict[str, Any]]:
     if not asins:
         return {}
-    with session_scope(url) as s:
-        rows = s.execute(select(Item).where(Item.parent_asin.in_(list(asins)))).scalars()
-        return {i.parent_asin: item_facts(i) for i in rows}
+    with read_connection(url) as conn:
+        rows = conn.execute(_FACTS_READ, {"asins": list(asins)})
+        return {r.parent_asin: item_facts(r) for r in rows}
 
 
 def popular_items(url: str, *, k: int, exclude: Sequence[str] = ()) -> list[dict[str, Any]]:
