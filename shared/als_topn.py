@@ -14,7 +14,7 @@ import time
 from functools import lru_cache
 
 import numpy as np
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 
 from shared.db import read_connection
 from shared.models import AlsItemIndex, AlsModel, AlsTopN
@@ -68,9 +68,15 @@ def item_index(url: str, version: int) -> np.ndarray:
     return np.array(bytes(raw).decode().split("\n"), dtype=object)
 
 
-def user_topn(url: str, *, version: int, user_id: str, k: int) -> list[tuple[str, float]]:
-    """The user's top-k unseen items of a model version, best first ([] when the user is not in it)."""
-    with read_connection(url) as conn:
+def user_topn(
+    url: str, *, version: int, user_id: str, k: int, conn: Connection | None = None
+) -> list[tuple[str, float]]:
+    """The user's top-k unseen items of a model version, best first ([] when the user is not in it);
+    ``conn``: a caller's open read connection (one pool checkout for several reads)."""
+    if conn is None:
+        with read_connection(url) as own:
+            row = own.execute(_TOPN_READ, {"version": version, "user_id": user_id}).first()
+    else:
         row = conn.execute(_TOPN_READ, {"version": version, "user_id": user_id}).first()
     if row is None:
         return []

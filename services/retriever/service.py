@@ -8,6 +8,7 @@ that reference for the whole query, so a swap mid-query is invisible to them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from services.retriever.candidates import (
     CandidateResult,
@@ -309,7 +310,12 @@ class RetrieverService:
         return snap, catalog
 
     def user_context(
-        self, *, user_id: str | None, profile_text: str | None, profile_vector: Sequence[float] | None
+        self,
+        *,
+        user_id: str | None,
+        profile_text: str | None,
+        profile_vector: Sequence[float] | None,
+        conn: Connection | None = None,
     ) -> UserContext:
         history: tuple[Any, ...] = ()
         vec: np.ndarray | None = None
@@ -331,8 +337,11 @@ class RetrieverService:
                 )
         stored: StoredProfile | None = None
         if user_id:
-            with read_connection(self.settings.database_url) as conn:
+            if conn is not None:
                 history, stored = load_user(conn, user_id, history_max=self.params.history_max)
+            else:
+                with read_connection(self.settings.database_url) as own:
+                    history, stored = load_user(own, user_id, history_max=self.params.history_max)
         text_given = (profile_text or "").strip()
         if vec is None and stored is not None and (not text_given or text_given == stored.summary.strip()):
             vec = self.profile_vector(stored)  # the gateway sends the stored summary back: reuse its vector
@@ -369,10 +378,16 @@ class RetrieverService:
     ) -> dict[str, Any]:
         started = time.perf_counter()
         snap, catalog = self.current()
-        user = self.user_context(user_id=user_id, profile_text=profile_text, profile_vector=profile_vector)
         als_version: int | None = None
-        if strategy == "hybrid" and als_candidates is None and user_id and self.settings.RETRIEVER_ALS_BLEND:
-            als_version, als_candidates = self.als_topn(user_id)
+        blend = strategy == "hybrid" and als_candidates is None and self.settings.RETRIEVER_ALS_BLEND > 0
+        with contextlib.ExitStack() as stack:
+            # one pool checkout for the user's reads and the ALS top-N (a round trip less on PostgreSQL)
+            conn = stack.enter_context(read_connection(self.settings.database_url)) if user_id else None
+            user = self.user_context(
+                user_id=user_id, profile_text=profile_text, profile_vector=profile_vector, conn=conn
+            )
+            if blend and user_id:
+                als_version, als_candidates = self.als_topn(user_id, conn=conn)
         kk = k if k is not None else (self.params.llm_k if strategy == "llm_only" else 10)
         result: CandidateResult = generate_candidates(
             strategy=strategy,
@@ -388,7 +403,9 @@ class RetrieverService:
         QUERY_SECONDS.labels(strategy).observe(time.perf_counter() - started)
         return result.to_dict(user_id) | {"als_version": als_version}
 
-    def als_topn(self, user_id: str) -> tuple[int | None, list[tuple[str, float]] | None]:
+    def als_topn(
+        self, user_id: str, *, conn: Connection | None = None
+    ) -> tuple[int | None, list[tuple[str, float]] | None]:
         """(live ALS version, the user's stored top-N) for the hybrid blend; (None, None) without a
         live model, the user in it, or a readable database (ALS only refines the ranking)."""
         try:
@@ -396,7 +413,11 @@ class RetrieverService:
             if version is None:
                 return None, None
             top = user_topn(
-                self.settings.database_url, version=version, user_id=user_id, k=self.settings.RETRIEVER_ALS_BLEND
+                self.settings.database_url,
+                version=version,
+                user_id=user_id,
+                k=self.settings.RETRIEVER_ALS_BLEND,
+                conn=conn,
             )
         except Exception as e:
             ALS_BLEND.labels("error").inc()

@@ -134,3 +134,33 @@ def test_consumer_loop_survives_a_batch_slower_than_max_poll_interval(settings: 
     t.join(timeout=90)
     assert not t.is_alive(), "the loop did not come back to the redelivered batch"
     assert len(calls) >= 2 and calls[0] == [0, 1] and calls[1][0] == 0  # redelivered from the start
+
+
+@pytest.mark.parametrize("after_idle_s", [0.0, 3600.0])
+def test_pool_replaces_connections_the_server_killed(pg_url: str, after_idle_s: float) -> None:
+    """Idle pooled connections are pinged before use; busy ones are not (no round trip per checkout),
+    so a server-side kill costs at most one failed statement, after which the pool reconnects."""
+    from sqlalchemy import create_engine, exc, text
+
+    from shared.db import ping_idle_connections
+
+    engine = create_engine(pg_url, pool_size=2, max_overflow=0)
+    ping_idle_connections(engine, after_idle_s=after_idle_s)
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as c:
+            mine = c.execute(text("SELECT pg_backend_pid()")).scalar()
+        with admin.connect() as a:
+            assert a.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": mine}).scalar() is True
+        time.sleep(0.2)
+        if after_idle_s == 0.0:  # pinged at checkout: the dead connection is replaced transparently
+            with engine.connect() as c:
+                assert c.execute(text("SELECT pg_backend_pid()")).scalar() != mine
+        else:  # reused without a ping: that statement fails once, then the pool has reconnected
+            with pytest.raises(exc.OperationalError), engine.connect() as c:
+                c.execute(text("SELECT 1"))
+            with engine.connect() as c:
+                assert c.execute(text("SELECT pg_backend_pid()")).scalar() != mine
+    finally:
+        engine.dispose()
+        admin.dispose()
