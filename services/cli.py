@@ -160,8 +160,10 @@ def serve(
     import uvicorn
 
     module, default_port = HTTP_SERVICES[service]
+    # Keep-alive longer than the callers' pools keep idle connections (the gateway's: 30 s), so a
+    # caller never reuses a connection the server is closing (uvicorn's default is 5 s).
     uvicorn.run(f"{module}:create_app", factory=True, host=host, port=port or default_port, workers=workers,
-                log_level="info", access_log=False)
+                log_level="info", access_log=False, timeout_keep_alive=75)
 
 
 @app.command()

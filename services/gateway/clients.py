@@ -17,7 +17,7 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 import orjson
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 from yarl import URL
 
 from services.gateway.config import GatewaySettings
@@ -28,6 +28,11 @@ DEPENDENCY_LATENCY = Histogram(
     "Latency of calls to each dependency",
     ["dependency", "call", "outcome"],
     buckets=LATENCY_BUCKETS,
+)
+RETRIES = Counter(
+    "recsys_gateway_dependency_retries_total",
+    "calls retried once after the dependency closed a pooled connection",
+    ["dependency"],
 )
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
@@ -100,11 +105,19 @@ class ServiceClients:
             total=timeout, sock_connect=min(timeout, self.settings.GATEWAY_CONNECT_TIMEOUT_S)
         )
         try:
-            async with self.http[dependency].request(
-                method, URL(url, encoded=True), data=data, headers=JSON_HEADERS, timeout=t
-            ) as resp:
-                body = await resp.read()
-                status = resp.status
+            try:
+                status, body = await self._send(dependency, method, url, data, t)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # A pooled keep-alive connection the server had just closed: every call here is a
+                # read (or a pure function of its body), so one retry on a fresh connection is safe.
+                RETRIES.labels(dependency).inc()
+                remaining = timeout - (time.perf_counter() - start)
+                if remaining <= 0:
+                    raise
+                t = aiohttp.ClientTimeout(
+                    total=remaining, sock_connect=min(remaining, self.settings.GATEWAY_CONNECT_TIMEOUT_S)
+                )
+                status, body = await self._send(dependency, method, url, data, t)
             if status >= 400:
                 outcome = f"http_{status}"
                 code = None
@@ -132,6 +145,14 @@ class ServiceClients:
             raise DependencyError(dependency, "unreachable", message=type(e).__name__) from e
         finally:
             DEPENDENCY_LATENCY.labels(dependency, call, outcome).observe(time.perf_counter() - start)
+
+    async def _send(
+        self, dependency: str, method: str, url: str, data: bytes | None, timeout: aiohttp.ClientTimeout
+    ) -> tuple[int, bytes]:
+        async with self.http[dependency].request(
+            method, URL(url, encoded=True), data=data, headers=JSON_HEADERS, timeout=timeout
+        ) as resp:
+            return resp.status, await resp.read()
 
     async def candidates(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self._call(

@@ -25,6 +25,12 @@ class GatewaySettings(CommonSettings):
     GATEWAY_HISTORY_LIMIT: int = Field(
         500, ge=0, description="most recent reviewed items excluded from results"
     )
+    GATEWAY_RETRIEVER_HISTORY: int = Field(
+        200,
+        ge=0,
+        description="most recent reviews handed to the retriever with each request (it would read the "
+        "same rows; keep it at RETRIEVER_HISTORY_MAX); 0 = the retriever reads them itself",
+    )
     # Answer cache (per replica): an entry is reused only while the user's stamp (profile version and
     # status, number and newest of their reviews) is unchanged, so a new review or a new profile is
     # seen on the next request; new ALS models and index updates are picked up within the TTL.

@@ -221,14 +221,24 @@ class Recommender:
         k: int,
         exclude: set[str],
     ) -> dict[str, Any]:
-        # no als_candidates: for hybrid the retriever reads the user's live ALS top-N itself
-        return {
+        # no als_candidates: for hybrid the retriever reads the user's live ALS top-N itself. The
+        # history and profile version just read spare the retriever the same two reads; the history
+        # goes only when it holds the user's `limit` most recent reviews (else the retriever reads).
+        body: dict[str, Any] = {
             "user_id": user_id,
             "profile_text": ctx.summary if ctx else None,
             "strategy": strategy,
             "k": k,
             "exclude": sorted(exclude),
         }
+        if ctx is not None and user_id:
+            body["profile_version"] = ctx.profile_version
+            limit, read = self.settings.GATEWAY_RETRIEVER_HISTORY, self.settings.GATEWAY_HISTORY_LIMIT
+            if limit and (read >= limit or len(ctx.reviews) < read):
+                body["history"] = [
+                    {"parent_asin": a, "rating": r, "timestamp": t} for a, r, t in ctx.reviews[:limit]
+                ]
+        return body
 
     async def _retrieve(
         self,

@@ -24,6 +24,7 @@ class UserContext:
     n_reviews: int = 0
     history: list[str] = field(default_factory=list)  # parent_asins, most recent first
     newest_ts: int | None = None  # timestamp of the most recent review
+    reviews: list[tuple[str, float, int]] = field(default_factory=list)  # (asin, rating, ts), newest first
 
     @property
     def stamp(self) -> str:
@@ -42,7 +43,7 @@ _PROFILE_READ = select(
     _profiles.status, _profiles.version, _profiles.summary, *(_profiles[k] for k in PROFILE_LISTS)
 ).where(_profiles.user_id == bindparam("user_id"))
 _HISTORY_READ = (
-    select(_reviews.parent_asin, _reviews.timestamp)
+    select(_reviews.parent_asin, _reviews.timestamp, _reviews.rating)
     .where(_reviews.user_id == bindparam("user_id"))
     .order_by(_reviews.timestamp.desc())
     .limit(bindparam("limit"))
@@ -65,7 +66,8 @@ def load_user(url: str, *, user_id: str, history_limit: int) -> UserContext:
             ctx.summary = summary or None
     ctx.n_reviews = len(rows)
     ctx.newest_ts = int(rows[0][1]) if rows else None
-    ctx.history = list(dict.fromkeys(a for a, _ in rows)) if history_limit else []
+    ctx.history = list(dict.fromkeys(a for a, _, _ in rows)) if history_limit else []
+    ctx.reviews = [(a, float(r), int(t)) for a, t, r in rows] if history_limit else []
     return ctx
 
 

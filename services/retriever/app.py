@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services.retriever.candidates import HistoryEntry
 from services.retriever.config import RetrieverSettings, get_retriever_settings
 from services.retriever.service import RetrieverService
 from shared.amazon import MAX_ID
@@ -23,6 +24,12 @@ MAX_EXCLUDE = 5_000
 class AlsCandidate(BaseModel):
     parent_asin: str = Field(min_length=1, max_length=MAX_ID)
     score: float = Field(allow_inf_nan=False)
+
+
+class HistoryItem(BaseModel):
+    parent_asin: str = Field(min_length=1, max_length=MAX_ID)
+    rating: float = Field(ge=0, le=5, allow_inf_nan=False)
+    timestamp: int = Field(ge=0, description="ms since the epoch")
 
 
 class CandidatesRequest(BaseModel):
@@ -41,6 +48,19 @@ class CandidatesRequest(BaseModel):
         max_length=MAX_EXCLUDE,
         description="hybrid: ALS candidates to blend; omitted: the user's top-N of the live ALS model is "
         "read from the database (RETRIEVER_ALS_BLEND); []: no ALS blend",
+    )
+
+    history: list[HistoryItem] | None = Field(
+        None,
+        max_length=MAX_EXCLUDE,
+        description="the user's reviews as the caller just read them; given, the retriever does not read "
+        "them from the database (it uses the most recent RETRIEVER_HISTORY_MAX)",
+    )
+    profile_version: int | None = Field(
+        None,
+        ge=0,
+        description="the user's profile version as the caller just read it (0: no profile row); given, "
+        "the stored profile is reused from the retriever's cache for that version",
     )
 
     @field_validator("profile_vector")
@@ -103,6 +123,12 @@ async def candidates(body: CandidatesRequest, svc: ServiceDep) -> FastJSON:
         exclude=body.exclude,
         als_candidates=als,
         profile_vector=body.profile_vector,
+        history=(
+            [HistoryEntry(h.parent_asin, h.rating, h.timestamp) for h in body.history]
+            if body.history is not None
+            else None
+        ),
+        profile_version=body.profile_version,
     ))
 
 

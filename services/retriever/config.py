@@ -77,6 +77,12 @@ class RetrieverSettings(CommonSettings):
         "stores it) blended into the candidates when the caller sends none; 0 = only what callers send",
     )
     ALS_SERVING_KIND: str = Field("explicit", description="which live ALS model kind hybrid blends")
+    RETRIEVER_USER_CACHE_SIZE: int = Field(
+        default=20_000,
+        ge=0,
+        description="users whose stored profile (per profile version the caller saw: the gateway sends "
+        "it) and ALS top-N (per model version) are kept in memory; 0 = read them on every request",
+    )
     RETRIEVER_LLM_MIN_RATING: float = Field(default=4.0, ge=0, le=5)
     RETRIEVER_LLM_MIN_COUNT: int = Field(default=5, ge=0)
     RETRIEVER_LLM_TITLE_TOP: int = Field(default=300, ge=1)

@@ -150,21 +150,29 @@ _PROFILE_READ = select(
 ).where(_profiles.user_id == bindparam("user_id"))
 
 
+def load_history(conn: Connection | Session, user_id: str, *, history_max: int) -> tuple[HistoryEntry, ...]:
+    """The user's most recent reviews, newest first."""
+    rows = conn.execute(_HISTORY_READ, {"user_id": user_id, "limit": max(1, history_max)}).all()
+    return tuple(HistoryEntry(a, float(r), int(t)) for a, r, t in rows)
+
+
+def load_profile(conn: Connection | Session, user_id: str) -> StoredProfile | None:
+    """The user's stored profile (None when there is none or it failed)."""
+    prof = conn.execute(_PROFILE_READ, {"user_id": user_id}).first()
+    if prof is None or prof.status == "failed":
+        return None
+    return StoredProfile(
+        user_id=user_id,
+        version=int(prof.version or 0),
+        status=prof.status,
+        summary=prof.summary or "",
+        text=profile_text(prof),
+        embedding=prof.embedding,
+    )
+
+
 def load_user(
     conn: Connection | Session, user_id: str, *, history_max: int
 ) -> tuple[tuple[HistoryEntry, ...], StoredProfile | None]:
     """The user's most recent reviews and stored profile (None when there is none)."""
-    rows = conn.execute(_HISTORY_READ, {"user_id": user_id, "limit": max(1, history_max)}).all()
-    history = tuple(HistoryEntry(a, float(r), int(t)) for a, r, t in rows)
-    prof = conn.execute(_PROFILE_READ, {"user_id": user_id}).first()
-    stored = None
-    if prof is not None and prof.status != "failed":
-        stored = StoredProfile(
-            user_id=user_id,
-            version=int(prof.version or 0),
-            status=prof.status,
-            summary=prof.summary or "",
-            text=profile_text(prof),
-            embedding=prof.embedding,
-        )
-    return history, stored
+    return load_history(conn, user_id, history_max=history_max), load_profile(conn, user_id)

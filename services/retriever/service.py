@@ -16,7 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
@@ -24,6 +24,7 @@ from sqlalchemy import Connection, text
 
 from services.retriever.candidates import (
     CandidateResult,
+    HistoryEntry,
     RankingParams,
     Strategy,
     TextEncoder,
@@ -38,6 +39,8 @@ from services.retriever.repository import (
     CatalogCursor,
     StoredProfile,
     load_catalog,
+    load_history,
+    load_profile,
     load_user,
     refresh_catalog,
 )
@@ -62,6 +65,9 @@ INDEX_ITEMS = Gauge("recsys_retriever_index_items", "items in the served index")
 INDEX_VERSION = Gauge("recsys_retriever_index_version", "version of the served index snapshot")
 SWAPS = Counter("recsys_retriever_index_swaps_total", "index snapshots swapped in")
 ALS_BLEND = Counter("recsys_retriever_als_blend_total", "hybrid requests by ALS blend outcome", ["result"])
+HISTORY_SOURCE = Counter(
+    "recsys_retriever_history_total", "where a request's user history came from", ["source"]
+)
 PROFILE_CACHE = Counter("recsys_retriever_profile_vectors_total", "profile vector lookups", ["result"])
 
 
@@ -93,6 +99,48 @@ class ProfileVectorCache:
                 self._data.popitem(last=False)
 
 
+_MISSING = object()
+
+
+class LruCache:
+    """A thread-safe LRU; ``get`` returns ``_MISSING`` on a miss, so None can be cached."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._data: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.maxsize = maxsize
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            v = self._data.get(key, _MISSING)
+            if v is not _MISSING:
+                self._data.move_to_end(key)
+            return v
+
+    def put(self, key: Any, value: Any) -> None:
+        if self.maxsize <= 0:
+            return
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+
+class _RequestConnection:
+    """One read connection per request, opened on first use (none when every read is answered by the
+    request or the caches)."""
+
+    def __init__(self, url: str, stack: contextlib.ExitStack) -> None:
+        self.url, self.stack = url, stack
+        self._conn: Connection | None = None
+
+    def __call__(self) -> Connection:
+        if self._conn is None:
+            self._conn = self.stack.enter_context(read_connection(self.url))
+        return self._conn
+
+
 class RetrieverService:
     def __init__(
         self,
@@ -107,6 +155,12 @@ class RetrieverService:
         self.store = store or index_store(settings)
         self.encoder = encoder
         self.profiles = ProfileVectorCache()
+        # (user_id, profile version the caller saw) -> StoredProfile | None. The content is read after
+        # the caller's own read, so it is never older than the key's version, and every profile write
+        # bumps the version: nothing to invalidate.
+        self.stored_profiles = LruCache(settings.RETRIEVER_USER_CACHE_SIZE)
+        # (user_id, ALS model version) -> top-N: a version's stored rows never change.
+        self.als_rows = LruCache(settings.RETRIEVER_USER_CACHE_SIZE)
         self._snapshot: IndexSnapshot | None = None
         self._catalog: Catalog | None = None
         self._cursor: CatalogCursor | None = None
@@ -315,9 +369,13 @@ class RetrieverService:
         user_id: str | None,
         profile_text: str | None,
         profile_vector: Sequence[float] | None,
-        conn: Connection | None = None,
+        history: Sequence[HistoryEntry] | None = None,
+        profile_version: int | None = None,
+        conn: Any = None,
     ) -> UserContext:
-        history: tuple[Any, ...] = ()
+        """What is known about the user. ``history`` (the caller read it) and ``profile_version`` (the
+        version the caller saw, 0 = none) spare the reads they cover; ``conn``: a callable that
+        returns the request's read connection."""
         vec: np.ndarray | None = None
         summary = profile_text
         if profile_vector is not None:
@@ -336,12 +394,11 @@ class RetrieverService:
                     status_code=422,
                 )
         stored: StoredProfile | None = None
+        hist: tuple[HistoryEntry, ...] = ()
         if user_id:
-            if conn is not None:
-                history, stored = load_user(conn, user_id, history_max=self.params.history_max)
-            else:
-                with read_connection(self.settings.database_url) as own:
-                    history, stored = load_user(own, user_id, history_max=self.params.history_max)
+            with contextlib.ExitStack() as stack:
+                get_conn = conn or _RequestConnection(self.settings.database_url, stack)
+                hist, stored = self._user_reads(user_id, history, profile_version, get_conn)
         text_given = (profile_text or "").strip()
         if vec is None and stored is not None and (not text_given or text_given == stored.summary.strip()):
             vec = self.profile_vector(stored)  # the gateway sends the stored summary back: reuse its vector
@@ -349,7 +406,30 @@ class RetrieverService:
             vec = self.text_vector(text_given)
         if stored is not None:
             summary = summary or stored.summary or stored.text or None
-        return UserContext(user_id=user_id, history=history, profile_vector=vec, profile_text=summary)
+        return UserContext(user_id=user_id, history=hist, profile_vector=vec, profile_text=summary)
+
+    def _user_reads(
+        self,
+        user_id: str,
+        history: Sequence[HistoryEntry] | None,
+        profile_version: int | None,
+        get_conn: Any,
+    ) -> tuple[tuple[HistoryEntry, ...], StoredProfile | None]:
+        """History and stored profile: from the request and the cache where they can be, else read."""
+        if history is not None:
+            HISTORY_SOURCE.labels("request").inc()
+            hist = tuple(sorted(history, key=lambda h: h.timestamp, reverse=True)[: self.params.history_max])
+        else:
+            HISTORY_SOURCE.labels("database").inc()
+            hist = load_history(get_conn(), user_id, history_max=self.params.history_max)
+        key = (user_id, profile_version) if profile_version is not None else None
+        cached = self.stored_profiles.get(key) if key is not None else _MISSING
+        if cached is not _MISSING:
+            return hist, cast(StoredProfile | None, cached)
+        stored = load_profile(get_conn(), user_id)
+        if key is not None:
+            self.stored_profiles.put(key, stored)
+        return hist, stored
 
     def text_vector(self, text_: str) -> np.ndarray | None:
         """Embedding of a free profile text, cached by its hash (callers resend the same summaries)."""
@@ -375,16 +455,23 @@ class RetrieverService:
         exclude: Sequence[str] = (),
         als_candidates: Sequence[tuple[str, float]] | None = None,
         profile_vector: Sequence[float] | None = None,
+        history: Sequence[HistoryEntry] | None = None,
+        profile_version: int | None = None,
     ) -> dict[str, Any]:
         started = time.perf_counter()
         snap, catalog = self.current()
         als_version: int | None = None
         blend = strategy == "hybrid" and als_candidates is None and self.settings.RETRIEVER_ALS_BLEND > 0
         with contextlib.ExitStack() as stack:
-            # one pool checkout for the user's reads and the ALS top-N (a round trip less on PostgreSQL)
-            conn = stack.enter_context(read_connection(self.settings.database_url)) if user_id else None
+            # at most one pool checkout for the user's reads and the ALS top-N
+            conn = _RequestConnection(self.settings.database_url, stack)
             user = self.user_context(
-                user_id=user_id, profile_text=profile_text, profile_vector=profile_vector, conn=conn
+                user_id=user_id,
+                profile_text=profile_text,
+                profile_vector=profile_vector,
+                history=history,
+                profile_version=profile_version,
+                conn=conn,
             )
             if blend and user_id:
                 als_version, als_candidates = self.als_topn(user_id, conn=conn)
@@ -403,22 +490,23 @@ class RetrieverService:
         QUERY_SECONDS.labels(strategy).observe(time.perf_counter() - started)
         return result.to_dict(user_id) | {"als_version": als_version}
 
-    def als_topn(
-        self, user_id: str, *, conn: Connection | None = None
-    ) -> tuple[int | None, list[tuple[str, float]] | None]:
+    def als_topn(self, user_id: str, *, conn: Any = None) -> tuple[int | None, list[tuple[str, float]] | None]:
         """(live ALS version, the user's stored top-N) for the hybrid blend; (None, None) without a
         live model, the user in it, or a readable database (ALS only refines the ranking)."""
         try:
             version = self.als_live.get()
             if version is None:
                 return None, None
-            top = user_topn(
-                self.settings.database_url,
-                version=version,
-                user_id=user_id,
-                k=self.settings.RETRIEVER_ALS_BLEND,
-                conn=conn,
-            )
+            top = self.als_rows.get((user_id, version))
+            if top is _MISSING:
+                top = user_topn(
+                    self.settings.database_url,
+                    version=version,
+                    user_id=user_id,
+                    k=self.settings.RETRIEVER_ALS_BLEND,
+                    conn=conn() if conn is not None else None,
+                )
+                self.als_rows.put((user_id, version), top)
         except Exception as e:
             ALS_BLEND.labels("error").inc()
             log.warning("ALS top-N read failed; hybrid without ALS", extra={"error": str(e)[:300]})
@@ -476,3 +564,4 @@ class RetrieverService:
         except Exception as e:
             checks["database"] = {"ok": False, "error": str(e)[:300]}
         return checks
+

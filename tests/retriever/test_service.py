@@ -393,11 +393,21 @@ def test_hybrid_blends_the_live_als_top_n_read_from_the_database(
                 scores=np.asarray([5.0, 1.0], dtype="<f4").tobytes(),
             )
         )
+    import services.retriever.service as service_mod
+
+    reads: list[int] = []
+    real_topn = service_mod.user_topn
+    monkeypatch.setattr(
+        service_mod, "user_topn", lambda *a, **kw: reads.append(kw["version"]) or real_topn(*a, **kw)
+    )
     try:
         blended = client.post("/v1/candidates", json={"user_id": user, "k": 32, "strategy": "hybrid"}).json()
         assert blended["als_version"] == version
         ranked = [i["parent_asin"] for i in blended["items"]]
         assert ranked.index(boosted) < order.index(boosted)
+        # a version's rows never change: the second request is served from memory
+        again = client.post("/v1/candidates", json={"user_id": user, "k": 32, "strategy": "hybrid"}).json()
+        assert again["items"] == blended["items"] and reads == [version]
         # a user the model does not know, and an explicit empty list, get no blend
         assert client.post("/v1/candidates", json={"user_id": "nobody-als", "strategy": "hybrid"}).json()[
             "als_version"
@@ -409,3 +419,49 @@ def test_hybrid_blends_the_live_als_top_n_read_from_the_database(
             s.execute(delete(AlsTopN).where(AlsTopN.model_version == version))
             s.execute(delete(AlsItemIndex).where(AlsItemIndex.model_version == version))
             s.execute(delete(AlsModel).where(AlsModel.version == version))
+
+
+def test_history_and_profile_version_from_the_caller_spare_the_reads(
+    client: TestClient, data: Any, rsettings: RetrieverSettings, encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway sends the history and profile version it just read: same answer, fewer reads; a
+    new profile version is read (and cached) again."""
+    import services.retriever.service as service_mod
+
+    reads = {"history": 0, "profile": 0}
+
+    def counting(name: str, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            reads[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(service_mod, "load_history", counting("history", service_mod.load_history))
+    monkeypatch.setattr(service_mod, "load_profile", counting("profile", service_mod.load_profile))
+    reviews = data[0]
+    user = max({r["user_id"] for r in reviews}, key=lambda u: sum(r["user_id"] == u for r in reviews))
+    history = [
+        {"parent_asin": r["parent_asin"], "rating": r["rating"], "timestamp": r["timestamp"]}
+        for r in reviews
+        if r["user_id"] == user
+    ]
+    base = {"user_id": user, "k": 8, "strategy": "hybrid", "als_candidates": []}
+    from_db = client.post("/v1/candidates", json=base).json()
+    assert reads == {"history": 1, "profile": 1}
+    given = {**base, "history": history, "profile_version": 0}
+    for _ in range(2):
+        body = client.post("/v1/candidates", json=given).json()
+        assert [i["parent_asin"] for i in body["items"]] == [i["parent_asin"] for i in from_db["items"]]
+    assert reads == {"history": 1, "profile": 2}  # history never read; profile once for version 0
+
+    vec = encoder.encode(["Loves bright red lipstick and glossy nail polish"])[0]
+    with session_scope(rsettings.database_url) as s:
+        s.merge(Profile(user_id=user, version=1, status="ready", summary="", embedding=to_bytes(vec)))
+    try:
+        profiled = client.post("/v1/candidates", json={**given, "profile_version": 1}).json()
+        assert reads["profile"] == 3 and reads["history"] == 1
+        assert profiled["items"] != body["items"]  # the new profile steers the ranking
+    finally:
+        with session_scope(rsettings.database_url) as s:
+            s.query(Profile).filter_by(user_id=user).delete()
