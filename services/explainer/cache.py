@@ -8,8 +8,6 @@ logged and the request goes on without it.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import select
@@ -18,6 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from shared.db import session_scope
 from shared.logging import get_logger
+from shared.lru import LruCache
 from shared.models import Explanation
 
 log = get_logger(__name__)
@@ -26,36 +25,10 @@ CacheKey = tuple[str, int, str, str]  # user_id, profile_version, parent_asin, m
 ANONYMOUS = "~anonymous"
 
 
-class LRU:
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._data: OrderedDict[CacheKey, str] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: CacheKey) -> str | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key: CacheKey, value: str) -> None:
-        if self.size <= 0:
-            return
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
 class ReasonCache:
     def __init__(self, *, database_url: str | None, lru_size: int) -> None:
         self.database_url = database_url
-        self.lru = LRU(lru_size)
+        self.lru: LruCache[CacheKey, str] = LruCache(lru_size)
         self.hits = 0
         self.misses = 0
 

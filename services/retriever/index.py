@@ -338,25 +338,11 @@ class IndexSnapshot:
         return known, (self.vectors[rows] if len(rows) else np.zeros((0, self.dim), np.float32))
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[str, float]]:
-        """Top-k live items by inner product with ``query`` (a unit vector)."""
-        if not self.asin_slot or k <= 0:
-            return []
-        q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
-        if q.shape[1] != self.dim:
-            raise SnapshotError(f"query dim {q.shape[1]} != index dim {self.dim}")
-        fetch = min(k + self.dead_in_index, self.index.ntotal)
-        apply_search_threads()
-        scores, ids = self.index.search(q, fetch)
-        out: list[tuple[str, float]] = []
-        for slot, score in zip(ids[0].tolist(), scores[0].tolist(), strict=True):
-            if slot < 0:
-                continue
-            asin = self.slot_asin[slot]
-            if asin is not None:
-                out.append((asin, float(score)))
-                if len(out) == k:
-                    break
-        return out
+        """Top-k live items by inner product with ``query`` (a unit vector), as (parent_asin, score)."""
+        slots, scores = self.search_slots(query, k)
+        return [
+            (str(self.slot_asin[slot]), score) for slot, score in zip(slots.tolist(), scores.tolist(), strict=True)
+        ]
 
     def search_slots(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(slots, scores) of the top-k live items by inner product, as arrays (no per-hit Python)."""

@@ -14,9 +14,8 @@ import os
 import socket
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
@@ -52,6 +51,7 @@ from shared.embeddings import from_bytes
 from shared.events import ProfileEvent
 from shared.http import DomainError, NotFound
 from shared.logging import get_logger
+from shared.lru import LruCache
 
 log = get_logger(__name__)
 
@@ -74,57 +74,6 @@ PROFILE_CACHE = Counter("recsys_retriever_profile_vectors_total", "profile vecto
 class IndexNotReady(DomainError):
     status_code = 503
     code = "index_not_ready"
-
-
-class ProfileVectorCache:
-    """LRU of profile vectors keyed by (user_id, profile version): a new version is a new key."""
-
-    def __init__(self, maxsize: int = 50_000) -> None:
-        self._data: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-        self.maxsize = maxsize
-
-    def get(self, key: tuple[str, int]) -> np.ndarray | None:
-        with self._lock:
-            v = self._data.get(key)
-            if v is not None:
-                self._data.move_to_end(key)
-            return v
-
-    def put(self, key: tuple[str, int], vec: np.ndarray) -> None:
-        with self._lock:
-            self._data[key] = vec
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
-
-
-_MISSING = object()
-
-
-class LruCache:
-    """A thread-safe LRU; ``get`` returns ``_MISSING`` on a miss, so None can be cached."""
-
-    def __init__(self, maxsize: int) -> None:
-        self._data: OrderedDict[Any, Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self.maxsize = maxsize
-
-    def get(self, key: Any) -> Any:
-        with self._lock:
-            v = self._data.get(key, _MISSING)
-            if v is not _MISSING:
-                self._data.move_to_end(key)
-            return v
-
-    def put(self, key: Any, value: Any) -> None:
-        if self.maxsize <= 0:
-            return
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
 
 
 class _RequestConnection:
@@ -154,13 +103,17 @@ class RetrieverService:
         self.config = IndexConfig.from_settings(settings)
         self.store = store or index_store(settings)
         self.encoder = encoder
-        self.profiles = ProfileVectorCache()
+        self.profiles: LruCache[tuple[str, int], np.ndarray] = LruCache(50_000)
         # (user_id, profile version the caller saw) -> StoredProfile | None. The content is read after
         # the caller's own read, so it is never older than the key's version, and every profile write
         # bumps the version: nothing to invalidate.
-        self.stored_profiles = LruCache(settings.RETRIEVER_USER_CACHE_SIZE)
+        self.stored_profiles: LruCache[tuple[str, int | None], StoredProfile | None] = LruCache(
+            settings.RETRIEVER_USER_CACHE_SIZE
+        )
         # (user_id, ALS model version) -> top-N: a version's stored rows never change.
-        self.als_rows = LruCache(settings.RETRIEVER_USER_CACHE_SIZE)
+        self.als_rows: LruCache[tuple[str, int], list[tuple[str, float]]] = LruCache(
+            settings.RETRIEVER_USER_CACHE_SIZE
+        )
         self._snapshot: IndexSnapshot | None = None
         self._catalog: Catalog | None = None
         self._cursor: CatalogCursor | None = None
@@ -423,9 +376,10 @@ class RetrieverService:
             HISTORY_SOURCE.labels("database").inc()
             hist = load_history(get_conn(), user_id, history_max=self.params.history_max)
         key = (user_id, profile_version) if profile_version is not None else None
-        cached = self.stored_profiles.get(key) if key is not None else _MISSING
-        if cached is not _MISSING:
-            return hist, cast(StoredProfile | None, cached)
+        if key is not None:
+            found, cached = self.stored_profiles.lookup(key)
+            if found:
+                return hist, cached
         stored = load_profile(get_conn(), user_id)
         if key is not None:
             self.stored_profiles.put(key, stored)
@@ -498,7 +452,7 @@ class RetrieverService:
             if version is None:
                 return None, None
             top = self.als_rows.get((user_id, version))
-            if top is _MISSING:
+            if top is None:
                 top = user_topn(
                     self.settings.database_url,
                     version=version,

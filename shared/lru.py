@@ -1,0 +1,41 @@
+"""A small thread-safe LRU for per-process caches whose keys name immutable content (a profile
+version, a model version): entries are never invalidated, only evicted by size."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Generic, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+class LruCache(Generic[K, V]):
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._data: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        """The value (marked recently used), or None on a miss."""
+        return self.lookup(key)[1]
+
+    def lookup(self, key: K) -> tuple[bool, V | None]:
+        """(found, value): for caches where None is itself a cached value."""
+        with self._lock:
+            if key not in self._data:
+                return False, None
+            self._data.move_to_end(key)
+            return True, self._data[key]
+
+    def put(self, key: K, value: V) -> None:
+        if self.maxsize <= 0:
+            return
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
