@@ -80,9 +80,9 @@ class AnswerCache:
     def __init__(self, *, ttl_s: float, size: int) -> None:
         self.ttl_s = ttl_s
         self.size = size
-        self._data: OrderedDict[tuple[Any, ...], tuple[float, tuple[Any, ...], dict[str, Any]]] = OrderedDict()
+        self._data: OrderedDict[tuple[Any, ...], tuple[float, str, dict[str, Any]]] = OrderedDict()
 
-    def get(self, key: tuple[Any, ...], stamp: tuple[Any, ...]) -> dict[str, Any] | None:
+    def get(self, key: tuple[Any, ...], stamp: str) -> dict[str, Any] | None:
         hit = self._data.get(key)
         if hit is None or hit[1] != stamp or time.monotonic() - hit[0] > self.ttl_s:
             CACHE.labels("miss").inc()
@@ -91,15 +91,11 @@ class AnswerCache:
         CACHE.labels("hit").inc()
         return hit[2]
 
-    def put(self, key: tuple[Any, ...], stamp: tuple[Any, ...], answer: dict[str, Any]) -> None:
+    def put(self, key: tuple[Any, ...], stamp: str, answer: dict[str, Any]) -> None:
         self._data[key] = (time.monotonic(), stamp, answer)
         self._data.move_to_end(key)
         while len(self._data) > self.size:
             self._data.popitem(last=False)
-
-
-def _stamp(ctx: store.UserContext) -> tuple[Any, ...]:
-    return (ctx.stamp,)
 
 
 class Recommender:
@@ -142,7 +138,7 @@ class Recommender:
         key = (user_id, strategy, k, backend)
         info["cache"] = "bypass"
         if cache is not None and ctx is not None:
-            cached = cache.get(key, _stamp(ctx))
+            cached = cache.get(key, ctx.stamp)
             info["cache"] = "miss" if cached is None else "hit"
             if cached is not None:
                 REQUEST_LATENCY.labels(strategy, "false").observe(time.perf_counter() - start)
@@ -191,7 +187,7 @@ class Recommender:
             "notes": plan.notes,
         }
         if cache is not None and ctx is not None and not plan.degraded:
-            cache.put(key, _stamp(ctx), answer)
+            cache.put(key, ctx.stamp, answer)
         return answer
 
     async def profile(self, *, user_id: str) -> dict[str, Any] | None:
@@ -291,8 +287,7 @@ class Recommender:
             als_result = await self._als_items(user_id, plan.k + 50)
         als, err = als_result
         if als:
-            wanted = [r for r in als if r["parent_asin"] not in exclude][: 2 * plan.k]
-            plan.add(await self._with_facts(wanted), exclude=exclude, source="als")
+            await self._add_als(als, plan, exclude)
         elif err is not None and err.kind != "http":
             log.info("als unavailable for the hybrid fallback", extra={"user_id": user_id, "error": str(err)})
 
@@ -306,9 +301,7 @@ class Recommender:
     ) -> None:
         als, err = als_result
         if als:
-            # facts only for what can be shown: unseen items, with a margin for rows missing in the DB
-            wanted = [r for r in als if r["parent_asin"] not in exclude][: 2 * plan.k]
-            plan.add(await self._with_facts(wanted), exclude=exclude, source="als")
+            await self._add_als(als, plan, exclude)
             if len(plan.items) >= plan.k:
                 return
         reason = f"als:{err.code or err.kind}" if err else "als:too_few"
@@ -388,6 +381,12 @@ class Recommender:
             log.exception("popular fallback from the DB failed", extra={"user_id": user_id})
             return
         plan.add(rows, exclude=exclude, source="popular")
+
+    async def _add_als(self, als: list[dict[str, Any]], plan: Plan, exclude: set[str]) -> None:
+        """ALS items with their facts from the DB: only what can be shown (unseen items, with a
+        margin for rows missing in the DB)."""
+        wanted = [r for r in als if r["parent_asin"] not in exclude][: 2 * plan.k]
+        plan.add(await self._with_facts(wanted), exclude=exclude, source="als")
 
     async def _with_facts(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         try:

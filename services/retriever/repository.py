@@ -169,10 +169,3 @@ def load_profile(conn: Connection | Session, user_id: str) -> StoredProfile | No
         text=profile_text(prof),
         embedding=prof.embedding,
     )
-
-
-def load_user(
-    conn: Connection | Session, user_id: str, *, history_max: int
-) -> tuple[tuple[HistoryEntry, ...], StoredProfile | None]:
-    """The user's most recent reviews and stored profile (None when there is none)."""
-    return load_history(conn, user_id, history_max=history_max), load_profile(conn, user_id)

@@ -40,7 +40,6 @@ from services.retriever.repository import (
     load_catalog,
     load_history,
     load_profile,
-    load_user,
     refresh_catalog,
 )
 from services.retriever.sync import bootstrap, load_compatible
@@ -107,7 +106,7 @@ class RetrieverService:
         # (user_id, profile version the caller saw) -> StoredProfile | None. The content is read after
         # the caller's own read, so it is never older than the key's version, and every profile write
         # bumps the version: nothing to invalidate.
-        self.stored_profiles: LruCache[tuple[str, int | None], StoredProfile | None] = LruCache(
+        self.stored_profiles: LruCache[tuple[str, int], StoredProfile | None] = LruCache(
             settings.RETRIEVER_USER_CACHE_SIZE
         )
         # (user_id, ALS model version) -> top-N: a version's stored rows never change.
@@ -286,7 +285,7 @@ class RetrieverService:
                 self.profiles.put((ev.user_id, ev.version), np.asarray(ev.embedding, dtype=np.float32))
                 continue
             with read_connection(self.settings.database_url) as conn:
-                _, stored = load_user(conn, ev.user_id, history_max=1)
+                stored = load_profile(conn, ev.user_id)
             if stored is not None:
                 self.profile_vector(stored)
 
@@ -322,13 +321,13 @@ class RetrieverService:
         user_id: str | None,
         profile_text: str | None,
         profile_vector: Sequence[float] | None,
+        conn: _RequestConnection,
         history: Sequence[HistoryEntry] | None = None,
         profile_version: int | None = None,
-        conn: Any = None,
     ) -> UserContext:
         """What is known about the user. ``history`` (the caller read it) and ``profile_version`` (the
-        version the caller saw, 0 = none) spare the reads they cover; ``conn``: a callable that
-        returns the request's read connection."""
+        version the caller saw, 0 = none) spare the reads they cover; ``conn`` opens the request's
+        read connection when a read is still needed."""
         vec: np.ndarray | None = None
         summary = profile_text
         if profile_vector is not None:
@@ -349,9 +348,7 @@ class RetrieverService:
         stored: StoredProfile | None = None
         hist: tuple[HistoryEntry, ...] = ()
         if user_id:
-            with contextlib.ExitStack() as stack:
-                get_conn = conn or _RequestConnection(self.settings.database_url, stack)
-                hist, stored = self._user_reads(user_id, history, profile_version, get_conn)
+            hist, stored = self._user_reads(user_id, history, profile_version, conn)
         text_given = (profile_text or "").strip()
         if vec is None and stored is not None and (not text_given or text_given == stored.summary.strip()):
             vec = self.profile_vector(stored)  # the gateway sends the stored summary back: reuse its vector
@@ -366,7 +363,7 @@ class RetrieverService:
         user_id: str,
         history: Sequence[HistoryEntry] | None,
         profile_version: int | None,
-        get_conn: Any,
+        conn: _RequestConnection,
     ) -> tuple[tuple[HistoryEntry, ...], StoredProfile | None]:
         """History and stored profile: from the request and the cache where they can be, else read."""
         if history is not None:
@@ -374,13 +371,13 @@ class RetrieverService:
             hist = tuple(sorted(history, key=lambda h: h.timestamp, reverse=True)[: self.params.history_max])
         else:
             HISTORY_SOURCE.labels("database").inc()
-            hist = load_history(get_conn(), user_id, history_max=self.params.history_max)
+            hist = load_history(conn(), user_id, history_max=self.params.history_max)
         key = (user_id, profile_version) if profile_version is not None else None
         if key is not None:
             found, cached = self.stored_profiles.lookup(key)
             if found:
                 return hist, cached
-        stored = load_profile(get_conn(), user_id)
+        stored = load_profile(conn(), user_id)
         if key is not None:
             self.stored_profiles.put(key, stored)
         return hist, stored
@@ -444,7 +441,9 @@ class RetrieverService:
         QUERY_SECONDS.labels(strategy).observe(time.perf_counter() - started)
         return result.to_dict(user_id) | {"als_version": als_version}
 
-    def als_topn(self, user_id: str, *, conn: Any = None) -> tuple[int | None, list[tuple[str, float]] | None]:
+    def als_topn(
+        self, user_id: str, *, conn: _RequestConnection | None = None
+    ) -> tuple[int | None, list[tuple[str, float]] | None]:
         """(live ALS version, the user's stored top-N) for the hybrid blend; (None, None) without a
         live model, the user in it, or a readable database (ALS only refines the ranking)."""
         try:
