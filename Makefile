@@ -19,12 +19,14 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/recsys demo
 
+# The import contract first (seconds): a boundary violation fails the run before the suite starts.
 test: setup
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy shared services
+	$(BIN)/mypy shared services tools
 
 bench: setup
 	$(BIN)/pip install -q -e '.[bench]'

@@ -52,7 +52,7 @@ def service_pids() -> dict[str, int]:
         except OSError:
             continue
         words = [a.decode(errors="replace") for a in argv]
-        if "services.cli" in words:
+        if "tools.cli" in words:
             for verb in ("serve", "consume", "worker"):
                 if verb in words and words.index(verb) + 1 < len(words):
                     name = words[words.index(verb) + 1]

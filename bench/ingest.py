@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from shared.broker import free_port, start_broker, wait_for_port  # noqa: E402
 from shared.db import upgrade_database  # noqa: E402
 from shared.models import OutboxEvent, Review  # noqa: E402
-from shared.synth import generate  # noqa: E402
+from tools.synth import generate  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get(
     "RECSYS_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -146,7 +146,7 @@ def main() -> int:
     )
     log = open(work / "ingest.log", "wb")  # noqa: SIM115
     server = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "serve", "ingest", "--port", str(http_port)],
+        [sys.executable, "-m", "tools.cli", "serve", "ingest", "--port", str(http_port)],
         env=env,
         cwd=ROOT,
         stdout=log,

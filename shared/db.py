@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, exc
+from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -116,5 +116,14 @@ def upgrade_database(url: str) -> None:
     command.upgrade(cfg, "head")
 
 
-def is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
+def database_check(url: str) -> dict[str, Any]:
+    """The one readiness check of a database: ``{"ok": True}`` or ``{"ok": False, "error": ...}``.
+
+    Blocking; async callers run it in a thread under their own timeout.
+    """
+    try:
+        with get_engine(url).connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return {"ok": True}
+    except Exception as exc:  # readiness reports the failure, it never raises
+        return {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}

@@ -23,7 +23,7 @@ Backends
 * tests inject their own object with :func:`set_llm_for_tests` (or pass ``llm=`` to functions);
   :class:`CallableLLM` wraps a plain function for that.
 
-Optional settings read with defaults (declare them on the service's settings to override):
+Settings: :class:`shared.config.LlmSettings`, which every LLM-loading service's settings inherit:
 ``LLM_TIMEOUT_S`` (wall clock for one prompt on llama.cpp, one batch of ``LLM_BATCH_SIZE`` prompts on
 transformers; exceeding it raises :class:`LLMTimeout`),
 ``LLM_CONTEXT`` (context window in tokens, llama_cpp), ``LLM_THREADS`` (CPU threads, 0 = library
@@ -41,6 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from shared.config import LlmSettings
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -97,10 +98,6 @@ def resolve_model(model: str) -> tuple[Path | str, str | None]:
             raise LLMUnavailable(f"GGUF file {model!r} not found")
         return path.parent, path.name
     return model, None
-
-
-def _timeout(settings: Any) -> float:
-    return float(getattr(settings, "LLM_TIMEOUT_S", 120.0))
 
 
 def _cuda_available() -> bool:
@@ -376,8 +373,9 @@ def choose_backend(backend: str, *, gguf: bool, cuda: bool) -> str:
     return "transformers"
 
 
-def load_llm(*, model: str, backend: str = "auto", device: str = "auto", settings: Any = None) -> LLM:
+def load_llm(*, model: str, backend: str = "auto", device: str = "auto", settings: LlmSettings | None = None) -> LLM:
     """Load a backend now (uncached); raises LLMUnavailable when it cannot be loaded."""
+    settings = settings or LlmSettings()
     location, gguf_file = resolve_model(model)
     cuda = _cuda_available() if device == "auto" else device.startswith("cuda")
     chosen = choose_backend(backend, gguf=gguf_file is not None, cuda=cuda)
@@ -389,9 +387,9 @@ def load_llm(*, model: str, backend: str = "auto", device: str = "auto", setting
         llm = LlamaCppLLM(
             Path(location) / gguf_file,
             name=model,
-            n_ctx=int(getattr(settings, "LLM_CONTEXT", 4096)),
-            n_threads=int(getattr(settings, "LLM_THREADS", 0)),
-            timeout_s=_timeout(settings),
+            n_ctx=settings.LLM_CONTEXT,
+            n_threads=settings.LLM_THREADS,
+            timeout_s=settings.LLM_TIMEOUT_S,
         )
     else:
         llm = TransformersLLM(
@@ -399,8 +397,8 @@ def load_llm(*, model: str, backend: str = "auto", device: str = "auto", setting
             gguf_file=gguf_file,
             name=model,
             device=device,
-            batch_size=int(getattr(settings, "LLM_BATCH_SIZE", 8)),
-            timeout_s=_timeout(settings),
+            batch_size=settings.LLM_BATCH_SIZE,
+            timeout_s=settings.LLM_TIMEOUT_S,
         )
     log.info(
         "llm loaded",
@@ -409,7 +407,7 @@ def load_llm(*, model: str, backend: str = "auto", device: str = "auto", setting
     return llm
 
 
-def get_llm(settings: Any) -> LLM:
+def get_llm(settings: LlmSettings) -> LLM:
     """The process-wide LLM for ``settings`` (loaded once, then cached); honours :func:`set_llm_for_tests`."""
     if _override is not None:
         return _override

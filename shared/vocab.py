@@ -3,8 +3,8 @@
 The study (section 4.3, "Top-K ngrams", K=200) uses it to ground LLM profiles and to score them with
 the Average Specificity Score. Definitions used here, precisely:
 
-* **Tokens**: lower-cased runs of ``[a-z0-9]`` (apostrophes dropped: "don't" → "dont"); a token is a
-  *content* token unless it is a stop word, shorter than 2 characters or purely numeric.
+* **Tokens** and *content* tokens: ``shared.text.tokens`` / ``shared.text.is_content`` (the project's
+  one tokenizer and stop-word list).
 * **Candidate n-grams**: 1-, 2- and 3-grams of consecutive content tokens. N-grams never cross a stop
   word, a number or punctuation, so "skin care for dry skin" yields "skin care" and "dry skin", not
   "care dry".
@@ -34,42 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from shared.logging import get_logger
+from shared.text import is_content, tokens
 
 log = get_logger(__name__)
 
 DEFAULT_K = 200
 MAX_N = 3
-_TOKEN = re.compile(r"[a-z0-9]+")
 _SPLIT = re.compile(r"[^\w\s']|_")  # punctuation ends a phrase
-
-STOP_WORDS: frozenset[str] = frozenset(
-    """
-a about above after again against all almost also am among an and any are aren arent as at be because
-been before being below between both but by can cannot cant could couldnt did didnt do does doesnt doing
-dont down during each either else ever every few for from further get gets got had hadnt has hasnt have
-havent having he her here hers herself him himself his how however i if im in into is isnt it its itself
-ive just least less let like ll made make makes many may me might more most much must mustnt my myself
-need needs neither no nor not now of off often on once one only or other others otherwise our ours
-ourselves out over own per quite rather re really s same shall she should shouldnt since so some such
-t than that thats the their theirs them themselves then there therefore these they theyre this those
-though through thus to too under until up upon us use used using ve very via was wasnt we well were
-werent what when where whether which while who whom whose why will with within without wont would
-wouldnt yet you your youre yours yourself yourselves
-""".split()
-) | frozenset(
-    # Catalog noise: units, packaging counts and marketing words say nothing about a taste.
-    "oz fl inch inches ml mm cm ft lb lbs kg pcs pc pack packs count ct com www http https none new free "
-    "amazon item items product products".split()
-)
-
-
-def tokens(text: str) -> list[str]:
-    """All lower-cased alphanumeric tokens of ``text`` (apostrophes removed)."""
-    return _TOKEN.findall(text.lower().replace("'", "").replace("\u2019", ""))
-
-
-def is_content(token: str) -> bool:
-    return len(token) >= 2 and not token.isdigit() and token not in STOP_WORDS
 
 
 def phrases(text: str) -> list[list[str]]:

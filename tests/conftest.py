@@ -20,6 +20,9 @@ from tests.utils.databases import (
     temporary_database,
 )
 
+# Fixtures shared by several test areas (the gateway tests and the demo tool tests).
+pytest_plugins = ["tests.utils.gateway"]
+
 REDIS_URL = os.environ.get("RECSYS_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.explainer.text import GENERIC, clip, content_stems, normalize, one_line, vocab, words
 from shared.logging import get_logger
+from shared.text import GENERIC, clip, content_stems, normalize, one_line, vocab, words
 
 log = get_logger(__name__)
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.explainer.text import clip, normalize, one_line, words
+from shared.text import clip, normalize, one_line, words
 
 SYSTEM = (
     "You are a shopping assistant. You rank products for one customer strictly by how well they match "

@@ -27,9 +27,8 @@ from services.explainer.schemas import (
     RerankRequest,
     RerankResponse,
 )
-from services.explainer.templates import TEMPLATE_MODEL, profile_terms, template_reasons
-from services.explainer.text import near_duplicate
 from shared.logging import get_logger
+from shared.reasons import TEMPLATE_MODEL, fill_reasons, profile_terms
 
 log = get_logger(__name__)
 
@@ -122,29 +121,17 @@ class Explainer:
                         model_name=model,
                         reasons=fresh,
                     )
-        # De-dup pass over LLM reasons: a repeat is dropped and gets a template instead.
-        kept: list[str] = []
-        for i, r in enumerate(reasons):
-            if r is not None:
-                if any(near_duplicate(r, k) for k in kept):
-                    reasons[i] = None
-                else:
-                    kept.append(r)
-        missing = [i for i, r in enumerate(reasons) if r is None]
-        fallback = template_reasons(
+        # A repeated LLM reason is dropped and gets a template instead, like a missing one.
+        filled = fill_reasons(
             user_id=req.user_id,
             profile=req.profile,
             summary=req.summary,
-            items=[items[i] for i in missing],
-            taken=kept,
+            items=items,
+            given=[(r, "llm") if r else None for r in reasons],
         )
         out = []
-        fill = dict(zip(missing, fallback, strict=True))
-        for i, it in enumerate(items):
-            source = "template" if i in fill else "llm"
-            out.append(
-                Explanation(parent_asin=it.parent_asin, reason=fill.get(i) or reasons[i] or "", source=source)
-            )
+        for it, (reason, source) in zip(items, filled, strict=True):
+            out.append(Explanation(parent_asin=it.parent_asin, reason=reason, source=source))
             REASONS.labels(source).inc()
         backend = self.backend_name if use_llm else "template"
         return ExplainResponse(explanations=out, backend=backend, degraded=degraded)
@@ -191,34 +178,16 @@ class Explainer:
                 outcome = "error"
         RERANKS.labels(outcome).inc()
         # LLM reasons that repeat each other are replaced like missing ones.
-        kept: list[str] = []
-        reasons: list[str | None] = []
-        for _, _, r in rows:
-            if r is not None and not any(near_duplicate(r, x) for x in kept):
-                kept.append(r)
-                reasons.append(r)
-            else:
-                reasons.append(None)
-        missing = [j for j, r in enumerate(reasons) if r is None]
-        fills = template_reasons(
+        filled = fill_reasons(
             user_id=req.user_id,
             profile=None,
             summary=req.summary,
-            items=[cands[rows[j][1]] for j in missing],
-            taken=kept,
+            items=[cands[index] for _, index, _ in rows],
+            given=[(r, "llm") if r else None for _, _, r in rows],
         )
-        fill = dict(zip(missing, fills, strict=True))
         items = []
-        for j, (rank, index, _) in enumerate(rows):
-            source = "template" if j in fill else "llm"
-            items.append(
-                RankedItem(
-                    parent_asin=cands[index].parent_asin,
-                    rank=rank,
-                    reason=fill.get(j) or reasons[j] or "",
-                    source=source,
-                )
-            )
+        for (rank, index, _), (reason, source) in zip(rows, filled, strict=True):
+            items.append(RankedItem(parent_asin=cands[index].parent_asin, rank=rank, reason=reason, source=source))
             REASONS.labels(source).inc()
         return RerankResponse(
             items=items, parsed=parsed_count, fallback=parsed_count < k, backend=self.backend_name

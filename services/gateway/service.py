@@ -20,13 +20,13 @@ from typing import Any, Literal
 
 from prometheus_client import Counter, Histogram
 
-from services.explainer.templates import template_reasons
 from services.gateway import store
 from services.gateway.clients import DependencyError, ServiceClients
 from services.gateway.config import GatewaySettings
 from shared.http import DomainError
 from shared.logging import get_logger
 from shared.metrics import LATENCY_BUCKETS
+from shared.reasons import fill_reasons
 
 log = get_logger(__name__)
 
@@ -409,52 +409,43 @@ class Recommender:
             return
         profile = ctx.profile if ctx else None
         summary = ctx.summary if ctx else None
-        if backend == "template":
-            # Template reasons are a pure function of (user, profile, items): the same module the
-            # explainer runs, rendered here to save a network hop on the latency-critical path.
-            texts = template_reasons(
-                user_id=user_id,
-                profile=profile,
-                summary=summary,
-                items=[_facts(i) for i in todo],
-                taken=[i["reason"] for i in plan.items if i.get("reason")],
-            )
-            for item, text in zip(todo, texts, strict=True):
-                item["reason"], item["reason_source"] = text, "template"
-            return
-        body = {
-            "user_id": user_id,
-            "profile": profile,
-            "summary": summary,
-            "profile_version": ctx.profile_version if ctx else 0,
-            "items": [_facts(i) for i in todo],
-            "backend": backend,
-        }
-        try:
-            resp = await self.clients.explain(body)
-            by_asin = {e["parent_asin"]: e for e in resp.get("explanations") or []}
-            if resp.get("degraded"):
-                plan.fallback("explainer:degraded")
-            for item in todo:
-                e = by_asin.get(item["parent_asin"])
-                if e and e.get("reason"):
-                    item["reason"], item["reason_source"] = e["reason"], e.get("source", "template")
-        except DependencyError as e:
-            log.warning(
-                "explainer failed; local template reasons", extra={"user_id": user_id, "error": str(e)}
-            )
-            plan.fallback(f"explainer:{e.kind}")
-        missing = [i for i in todo if not i.get("reason")]
-        if missing:
-            taken = [i["reason"] for i in plan.items if i.get("reason")]
-            for item, text in zip(
-                missing,
-                template_reasons(
-                    user_id=user_id, profile=profile, summary=summary, items=missing, taken=taken
-                ),
-                strict=True,
-            ):
-                item["reason"], item["reason_source"] = text, "template"
+        taken = [i["reason"] for i in plan.items if i.get("reason")]
+        given: list[tuple[str, str] | None] = [None] * len(todo)
+        if backend != "template":
+            # Template reasons are a pure function of (user, profile, items) (shared.reasons, the same
+            # code the explainer runs), so the template backend is rendered here without a network hop.
+            body = {
+                "user_id": user_id,
+                "profile": profile,
+                "summary": summary,
+                "profile_version": ctx.profile_version if ctx else 0,
+                "items": [_facts(i) for i in todo],
+                "backend": backend,
+            }
+            try:
+                resp = await self.clients.explain(body)
+                by_asin = {e["parent_asin"]: e for e in resp.get("explanations") or []}
+                if resp.get("degraded"):
+                    plan.fallback("explainer:degraded")
+                for n, item in enumerate(todo):
+                    e = by_asin.get(item["parent_asin"])
+                    if e and e.get("reason"):
+                        given[n] = (e["reason"], e.get("source", "template"))
+            except DependencyError as e:
+                log.warning(
+                    "explainer failed; local template reasons", extra={"user_id": user_id, "error": str(e)}
+                )
+                plan.fallback(f"explainer:{e.kind}")
+        filled = fill_reasons(
+            user_id=user_id,
+            profile=profile,
+            summary=summary,
+            items=[_facts(i) for i in todo],
+            given=given,
+            taken=taken,
+        )
+        for item, (text, source) in zip(todo, filled, strict=True):
+            item["reason"], item["reason_source"] = text, source
 
 
 def _facts(item: dict[str, Any]) -> dict[str, Any]:

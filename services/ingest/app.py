@@ -20,12 +20,12 @@ from prometheus_client import Counter
 from sqlalchemy import text
 
 from services.ingest.config import IngestSettings, get_settings
-from services.ingest.relay import OutboxRelay
 from services.ingest.service import MODELS, IngestResult, Kind, ingest
 from shared.db import get_engine
 from shared.http import DomainError, install_common, require_bearer
 from shared.kafka import broker_reachable
 from shared.logging import configure_logging, get_logger
+from shared.outbox import OutboxRelay
 
 log = get_logger(__name__)
 
@@ -132,7 +132,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         configure_logging(level=settings.LOG_LEVEL, json_lines=settings.LOG_JSON)
         settings.ensure_home()
         get_engine(settings.database_url)
-        relay = OutboxRelay(settings=settings, name="ingest-relay") if settings.RELAY_ENABLED else None
+        relay = settings.outbox_relay(name="ingest-relay") if settings.RELAY_ENABLED else None
         app.state.relay = relay
         if relay is not None:
             relay.start()

@@ -7,6 +7,7 @@ from functools import lru_cache
 from pydantic import Field
 
 from shared.config import CommonSettings
+from shared.outbox import OutboxRelay
 
 
 class IngestSettings(CommonSettings):
@@ -28,12 +29,16 @@ class IngestSettings(CommonSettings):
     RAW_GROUP_ID: str = Field(default="ingest-raw", description="consumer group of the raw-topic consumer")
     DLQ_MAX_RAW_CHARS: int = Field(default=100_000, description="raw record text kept in a dead letter")
 
-
-def from_common(settings: CommonSettings) -> IngestSettings:
-    """Ingest settings from a common settings object (ingest-only fields from env/defaults)."""
-    if isinstance(settings, IngestSettings):
-        return settings
-    return IngestSettings(**settings.model_dump())
+    def outbox_relay(self, *, name: str) -> OutboxRelay:
+        """The outbox relay with this service's RELAY_* knobs (the ingest processes run it)."""
+        return OutboxRelay(
+            settings=self,
+            name=name,
+            batch=self.RELAY_BATCH,
+            interval_s=self.RELAY_INTERVAL_S,
+            max_backoff_s=self.RELAY_MAX_BACKOFF_S,
+            flush_timeout_s=self.RELAY_FLUSH_TIMEOUT_S,
+        )
 
 
 @lru_cache

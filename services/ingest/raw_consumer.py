@@ -16,10 +16,8 @@ from kafka import KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import Counter
 
-from services.ingest.config import IngestSettings, from_common
-from services.ingest.relay import OutboxRelay
+from services.ingest.config import IngestSettings, get_settings
 from services.ingest.service import Kind, Rejection, store, validate
-from shared.config import CommonSettings
 from shared.db import session_scope
 from shared.events import ITEMS_DLQ, ITEMS_RAW, REVIEWS_DLQ, REVIEWS_RAW, DeadLetter
 from shared.kafka import ConsumerLoop, ensure_topics, make_producer
@@ -146,15 +144,15 @@ def make_loop(settings: IngestSettings, *, group_id: str | None = None) -> tuple
     return loop, handler
 
 
-def run(settings: CommonSettings) -> int:
+def run(*, settings: IngestSettings | None = None) -> int:
     """``recsys consume ingest-raw``: run until SIGTERM. Also relays the outbox (safe beside other relays)."""
-    ingest_settings = from_common(settings)
+    ingest_settings = settings or get_settings()
     ingest_settings.ensure_home()
     ensure_topics(ingest_settings, [REVIEWS_RAW, ITEMS_RAW, REVIEWS_DLQ, ITEMS_DLQ])
     loop, handler = make_loop(ingest_settings)
     loop.install_signal_handlers()
     relay = (
-        OutboxRelay(settings=ingest_settings, name="raw-relay").start()
+        ingest_settings.outbox_relay(name="raw-relay").start()
         if ingest_settings.RELAY_ENABLED
         else None
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.vocab import is_content, tokens
+from shared.text import is_content, tokens
 
 FENCE_OPEN = "<reviews>"
 FENCE_CLOSE = "</reviews>"

@@ -35,7 +35,8 @@ from services.profiler.prompts import (
 )
 from shared.llm import LLM
 from shared.logging import get_logger
-from shared.vocab import build_vocabulary, find_vocab_terms, is_content, tokens
+from shared.text import content_stems, profile_text, tokens
+from shared.vocab import build_vocabulary, find_vocab_terms
 
 log = get_logger(__name__)
 
@@ -96,14 +97,14 @@ class ProfileResult:
     error: str | None = None
 
     def text(self) -> str:
-        """The text embedded for retrieval: the summary plus the structured terms (not the dislikes)."""
+        """The text embedded for retrieval (``shared.text.profile_text``: no dislikes)."""
         p = self.profile
-        parts = [
-            self.summary,
-            "Likes: " + ", ".join(p.preferred_products + p.liked_features),
-            "Interested in: " + ", ".join(p.potential_interests),
-        ]
-        return " ".join(x for x in parts if x and not x.endswith(": "))
+        return profile_text(
+            summary=self.summary,
+            preferred_products=p.preferred_products,
+            liked_features=p.liked_features,
+            potential_interests=p.potential_interests,
+        )
 
 
 # --------------------------------------------------------------------------- JSON parsing and repair
@@ -174,21 +175,6 @@ def parse_json_object(raw: str | None) -> dict[str, Any] | None:
 
 
 # --------------------------------------------------------------------------- terms
-
-
-def stem(token: str) -> str:
-    """A light plural stemmer: enough to match "serums" with "serum" and "brushes" with "brush"."""
-    if len(token) > 4 and token.endswith("ies"):
-        return token[:-3] + "y"
-    if len(token) > 4 and token.endswith(("ches", "shes", "sses", "xes", "zes")):
-        return token[:-2]
-    if len(token) > 3 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
-        return token[:-1]
-    return token
-
-
-def content_stems(text: str) -> list[str]:
-    return [stem(t) for t in tokens(text) if is_content(t)]
 
 
 def normalize_term(term: Any) -> str | None:

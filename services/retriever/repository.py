@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from services.retriever.candidates import HistoryEntry
 from services.retriever.catalog import Catalog
 from shared.models import Item, Profile, Review
+from shared.text import profile_text
 
 # Rows committed by a slow transaction can carry an updated_at older than one we already saw;
 # incremental reads look back this far and a periodic full reload catches anything older.
@@ -117,18 +118,14 @@ class StoredProfile:
     embedding: bytes | None
 
 
-def profile_text(row: Any) -> str:
-    """Summary plus the structured lists (``row``: a Profile or a row with those columns)."""
-    parts = [row.summary or ""]
-    for label, values in (
-        ("Likes", row.preferred_products),
-        ("Valued features", row.liked_features),
-        ("Might like", row.potential_interests),
-    ):
-        vals = [str(v) for v in (values or []) if v]
-        if vals:
-            parts.append(f"{label}: {', '.join(vals[:10])}")
-    return ". ".join(p for p in parts if p).strip()
+def stored_profile_text(row: Any) -> str:
+    """The embedded text of a stored profile (``row``: a Profile or a row with those columns)."""
+    return profile_text(
+        summary=row.summary,
+        preferred_products=row.preferred_products or (),
+        liked_features=row.liked_features or (),
+        potential_interests=row.potential_interests or (),
+    )
 
 
 _profiles, _reviews = Profile.__table__.c, Review.__table__.c
@@ -166,6 +163,6 @@ def load_profile(conn: Connection | Session, user_id: str) -> StoredProfile | No
         version=int(prof.version or 0),
         status=prof.status,
         summary=prof.summary or "",
-        text=profile_text(prof),
+        text=stored_profile_text(prof),
         embedding=prof.embedding,
     )

@@ -87,7 +87,7 @@ def e2e_db_url() -> Iterator[str]:
 def stack(settings: CommonSettings, e2e_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from shared.events import ALL_TOPICS
     from shared.kafka import ensure_topics
-    from shared.synth import write
+    from tools.synth import write
 
     home = tmp_path_factory.mktemp("e2e-home")
     ports = {name: free_port() for name in SERVICES}
@@ -125,7 +125,7 @@ def stack(settings: CommonSettings, e2e_db_url: str, tmp_path_factory: pytest.Te
                 lambda n=name: httpx.get(f"{urls[n]}/healthz", timeout=2).status_code == 200,
                 timeout_s=240,
             )
-        from services.ingest.client import main as ingest
+        from tools.ingest import main as ingest
 
         assert ingest(reviews=data / "reviews.jsonl", meta=data / "meta.jsonl", url=urls["ingest"]) == 0
         train = subprocess.run([RECSYS, "train-als"], env=env, capture_output=True, text=True, timeout=900)

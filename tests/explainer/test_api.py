@@ -11,10 +11,10 @@ from sqlalchemy import func, select
 from services.explainer.app import create_app
 from services.explainer.config import ExplainerSettings
 from services.explainer.llm import LLMReasoner
-from services.explainer.templates import ad_dup_ratio
 from shared.db import session_scope
 from shared.llm import CallableLLM
 from shared.models import Explanation
+from shared.reasons import near_duplicate_share
 from tests.explainer.conftest import make_items, make_profile
 
 
@@ -45,7 +45,7 @@ def test_template_only_explanations(explainer_settings: ExplainerSettings, uniqu
         assert body["backend"] == "template" and body["degraded"] is False
         assert [e["parent_asin"] for e in body["explanations"]] == [i["parent_asin"] for i in items]
         assert all(e["source"] == "template" and e["reason"] for e in body["explanations"])
-        assert ad_dup_ratio([e["reason"] for e in body["explanations"]]) == 0.0
+        assert near_duplicate_share([e["reason"] for e in body["explanations"]]) == 0.0
         ready = c.get("/readyz").json()
         assert ready["checks"]["model"]["llm_loaded"] is False
 
@@ -125,7 +125,7 @@ def test_valid_llm_output_is_used_cached_and_deduplicated(
         sources = [e["source"] for e in first["explanations"]]
         assert sources == ["llm", "llm", "template"]  # the third repeats the second: replaced
         assert first["explanations"][0]["reason"] == "A soft cotton throw blanket you will love."
-        assert ad_dup_ratio([e["reason"] for e in first["explanations"]]) == 0.0
+        assert near_duplicate_share([e["reason"] for e in first["explanations"]]) == 0.0
         second = c.post("/v1/explanations", json=req).json()
         assert len(llm.calls) == 3  # served from the cache
         assert second == first

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from services.explainer.app import create_app
 from services.explainer.config import ExplainerSettings
 from services.explainer.llm import LLMReasoner
-from services.explainer.templates import ad_dup_ratio
+from shared.reasons import near_duplicate_share
 from tests.explainer.conftest import make_items, make_profile
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def test_real_llm_reasons_are_validated_and_distinct(client: TestClient, real_ll
     assert body["backend"] == real_llm.name and body["degraded"] is False
     reasons = [e["reason"] for e in body["explanations"]]
     assert len(reasons) == 3 and all(reasons)
-    assert ad_dup_ratio(reasons) == 0.0
+    assert near_duplicate_share(reasons) == 0.0
     for e in body["explanations"]:
         assert e["source"] in ("llm", "template")
         assert len(e["reason"]) <= 200 and "Customer likes" not in e["reason"]

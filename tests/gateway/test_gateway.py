@@ -11,12 +11,12 @@ from fastapi.testclient import TestClient
 from services.explainer.app import create_app as create_explainer
 from services.explainer.config import ExplainerSettings
 from services.explainer.llm import LLMReasoner
-from services.explainer.templates import ad_dup_ratio
 from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
 from shared.llm import CallableLLM
-from tests.gateway.conftest import Seeded
-from tests.gateway.servers import dead_url, serving
+from shared.reasons import near_duplicate_share
+from tests.utils.gateway import Seeded
+from tests.utils.servers import dead_url, serving
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_unknown_user_gets_a_cold_start_answer(gw: TestClient) -> None:
     assert body["cold_start"] is True and body["user_id"] == "NEVER-SEEN-USER-0001"
     assert len(body["items"]) == 5
     assert all(i["parent_asin"] and i["reason"] and i["source"] == "popular" for i in body["items"])
-    assert ad_dup_ratio([i["reason"] for i in body["items"]]) == 0.0
+    assert near_duplicate_share([i["reason"] for i in body["items"]]) == 0.0
 
 
 @pytest.mark.parametrize("strategy", ["hybrid", "als", "llm_only", "popular"])
@@ -59,7 +59,7 @@ def test_every_strategy_answers_a_warm_user_when_retriever_and_als_are_down(
     assert len(asins) == 5 and len(set(asins)) == 5
     assert not set(asins) & set(seeded.history)  # already-reviewed items are never recommended
     assert all(i["reason"] for i in body["items"])
-    assert ad_dup_ratio([i["reason"] for i in body["items"]]) == 0.0
+    assert near_duplicate_share([i["reason"] for i in body["items"]]) == 0.0
     assert any(n.startswith("retriever:") for n in body["notes"])
 
 
@@ -140,7 +140,7 @@ def test_explainer_down_gives_local_template_reasons_and_degraded(
         elapsed = time.monotonic() - t0
     assert body["degraded"] is True and "explainer:unreachable" in body["notes"]
     assert all(i["reason"] and i["reason_source"] == "template" for i in body["items"])
-    assert ad_dup_ratio([i["reason"] for i in body["items"]]) == 0.0
+    assert near_duplicate_share([i["reason"] for i in body["items"]]) == 0.0
     assert elapsed < 5.0
 
 
@@ -176,7 +176,7 @@ def test_stopping_the_explainer_mid_session_degrades_then_recovers(
     gateway_settings: GatewaySettings, seeded: Seeded, pg_url: str
 ) -> None:
     ex_settings = ExplainerSettings(ENVIRONMENT="test", DATABASE_URL=pg_url, EXPLAINER_BACKEND="template")
-    from tests.gateway.servers import start_app
+    from tests.utils.servers import start_app
 
     running = start_app(create_explainer(ex_settings, reasoner=None))
     port = int(running.url.rsplit(":", 1)[1])

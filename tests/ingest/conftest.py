@@ -8,13 +8,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.ingest.app import create_app
-from services.ingest.config import IngestSettings, from_common
+from services.ingest.config import IngestSettings
 from shared.config import CommonSettings
+from tests.utils.settings import service_settings
 
 
 @pytest.fixture(scope="session")
 def ingest_settings(settings: CommonSettings) -> IngestSettings:
-    return from_common(settings).model_copy(
+    return service_settings(IngestSettings, settings).model_copy(
         update={"RELAY_INTERVAL_S": 0.05, "RELAY_MAX_BACKOFF_S": 1.0, "API_KEYS": []}
     )
 

@@ -14,12 +14,12 @@ from sqlalchemy import func, select
 
 from services.ingest.app import create_app
 from services.ingest.config import IngestSettings
-from services.ingest.relay import OutboxRelay
 from services.ingest.service import ingest
 from shared.broker import free_port, start_broker
 from shared.db import session_scope
 from shared.events import REVIEWS
 from shared.models import OutboxEvent
+from shared.outbox import OutboxRelay
 from tests.ingest.util import read_topic, review, user_id, value
 
 
@@ -108,7 +108,7 @@ def test_concurrent_relays_publish_each_event_once(ingest_settings: IngestSettin
     )
     assert result.changed == 300
     relays = [
-        OutboxRelay(settings=ingest_settings.model_copy(update={"RELAY_BATCH": 25}), name=f"r{i}")
+        OutboxRelay(settings=ingest_settings, name=f"r{i}", batch=25)
         for i in range(3)
     ]
     counts = [0, 0, 0]

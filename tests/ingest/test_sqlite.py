@@ -7,10 +7,10 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from services.ingest.config import IngestSettings
-from services.ingest.relay import OutboxRelay
 from services.ingest.service import ingest
 from shared.db import session_scope, upgrade_database
 from shared.models import Item, OutboxEvent, Review
+from shared.outbox import OutboxRelay
 from tests.ingest.util import item, review
 
 

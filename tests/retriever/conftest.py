@@ -11,7 +11,7 @@ import pytest
 from services.retriever.offline import OfflineRetriever, history_from_reviews
 from shared.config import CommonSettings
 from shared.embeddings import Encoder, get_encoder
-from shared.synth import generate
+from tools.synth import generate
 
 
 class CountingEncoder:

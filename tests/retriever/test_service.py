@@ -18,7 +18,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.ingest.config import IngestSettings
-from services.ingest.relay import OutboxRelay
 from services.ingest.service import ingest
 from services.retriever.app import create_app
 from services.retriever.config import RetrieverSettings
@@ -28,9 +27,10 @@ from shared.config import CommonSettings
 from shared.db import session_scope
 from shared.embeddings import Encoder, to_bytes
 from shared.models import Profile
-from shared.synth import generate
+from shared.outbox import OutboxRelay
 from tests.retriever.conftest import CountingEncoder
 from tests.utils.databases import temporary_database
+from tools.synth import generate
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,28 @@
+"""The strategies ``recsys evaluate`` compares, built lazily (Spark, torch and the LLM load only when asked).
+
+Options (``main(options=...)``): ``explain`` = "template" | "auto" (reasons for strategies that do not
+write their own; auto uses the LLM when one is configured), ``als_grid`` (list of param dicts),
+``llm_candidates`` (candidates handed to the LLM re-rank, default 50), ``blend_als_weight``.
+"""
+from __future__ import annotations
+
+import importlib
+
+from tools.evaluation.context import EvalContext
+from tools.evaluation.strategies.base import Strategy
+
+ALL_STRATEGIES: dict[str, str] = {
+    "popular": "tools.evaluation.strategies.popular:PopularStrategy",
+    "als": "tools.evaluation.strategies.als:AlsExplicitStrategy",
+    "als_implicit": "tools.evaluation.strategies.als:AlsImplicitStrategy",
+    "hybrid": "tools.evaluation.strategies.hybrid:HybridStrategy",
+    "llm_only": "tools.evaluation.strategies.llm_only:LlmOnlyStrategy",
+    "blend": "tools.evaluation.strategies.blend:BlendStrategy",
+}
+
+
+def make_strategy(name: str, ctx: EvalContext) -> Strategy:
+    """Instantiate one strategy; its heavy imports happen in ``fit``."""
+    module, cls = ALL_STRATEGIES[name].split(":")
+    strategy: Strategy = getattr(importlib.import_module(module), cls)(options=ctx.cache.get("options", {}))
+    return strategy
