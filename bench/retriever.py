@@ -112,15 +112,10 @@ def main() -> int:
 
     import faiss
 
-    from services.retriever.candidates import HistoryEntry, RankingParams, UserContext, hybrid_candidates
+    from services.retriever.candidates import HistoryEntry, RankingParams, UserSignals, hybrid_candidates
     from services.retriever.catalog import Catalog
-    from services.retriever.index import (
-        IndexConfig,
-        IndexSnapshot,
-        ItemVector,
-        SnapshotStore,
-        set_search_threads,
-    )
+    from services.retriever.index import IndexConfig, IndexSnapshot, ItemVector, set_search_threads
+    from services.retriever.store import SnapshotStore
     from shared.config import CommonSettings
     from shared.embeddings import get_encoder
 
@@ -173,7 +168,7 @@ def main() -> int:
     kth: list[float] = []
     snaps = {}
     for kind in [k.strip() for k in args.kinds.split(",") if k.strip()]:
-        config = IndexConfig(kind=kind)  # type: ignore[arg-type]
+        config = IndexConfig(kind=kind)
         t = time.perf_counter()
         snap = IndexSnapshot.build(items, dim=enc.dim, model_name=model, config=config)
         build_s = time.perf_counter() - t
@@ -182,7 +177,7 @@ def main() -> int:
         for ef in efs:
             label = f"hnsw_ef{ef}" if ef else kind
             if ef:
-                faiss.downcast_index(snap.index.index).hnsw.efSearch = ef
+                faiss.downcast_index(snap.index.index).hnsw.efSearch = ef  # type: ignore[attr-defined]
             for q in queries[:10]:
                 snap.search(q, args.k)  # warm-up
             lat, cpu, hits = [], [], []
@@ -259,7 +254,7 @@ def main() -> int:
                 HistoryEntry(items[(i * 7 + j) % args.items].parent_asin, 5.0, 1_600_000_000_000 + j)
                 for j in range(5)
             )
-            user = UserContext(user_id=f"u{i}", history=hist, profile_vector=q)
+            user = UserSignals(user_id=f"u{i}", history=hist, profile_vector=q)
             t, c = time.perf_counter(), time.thread_time()
             hybrid_candidates(index=snap, catalog=catalog, user=user, k=10, params=params)
             cpu.append(time.thread_time() - c)

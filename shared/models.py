@@ -221,13 +221,3 @@ class Explanation(Base):
     reason: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(32))  # llm | template
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class ProcessedEvent(Base):
-    """Idempotency ledger for consumers whose effect is not a natural upsert."""
-
-    __tablename__ = "processed_events"
-
-    consumer: Mapped[str] = mapped_column(String(64), primary_key=True)
-    event_key: Mapped[str] = mapped_column(String(256), primary_key=True)
-    processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -292,7 +292,7 @@ def add(session: Session, *, topic: str, key: str | None, payload: dict[str, Any
     return int(row.id)
 
 
-_publishers: dict[tuple[str, str], OutboxRelay] = {}
+_publishers: dict[tuple[str, str, str], OutboxRelay] = {}
 _publishers_lock = threading.Lock()
 
 
@@ -303,7 +303,8 @@ def publish(settings: CommonSettings, *, ids: Sequence[int], flush_timeout_s: fl
     """
     if not ids:
         return 0
-    key = (settings.KAFKA_BOOTSTRAP, settings.database_url)
+    # One publisher per (broker, database, topic prefix): a publisher applies its own settings' prefix.
+    key = (settings.KAFKA_BOOTSTRAP, settings.database_url, settings.TOPIC_PREFIX)
     with _publishers_lock:
         publisher = _publishers.get(key)
         if publisher is None:

@@ -5,17 +5,28 @@ table only what was ingested; whichever has more ratings wins, and an item witho
 figures from the reviews. The popularity score shrinks small samples towards the global mean:
 ``(C * m + sum) / (C + n)`` with ``C`` the prior count and ``m`` the global mean rating.
 Works on plain Python objects, dicts or a pandas DataFrame; no database needed.
+
+:func:`pick_popular` is the one "popular" list: the top tier of an already ranked list, shuffled per
+user (deterministically) and mixed across categories. The retriever's popular / cold-start candidates
+call it; the offline evaluation and the gateway's database fallback can call the same code.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
+import hashlib
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+
+from shared.records import get_field
 
 DEFAULT_PRIOR_COUNT = 10.0
 DEFAULT_PRIOR_MEAN = 4.0  # used only when there is no rating at all to estimate it from
+DEFAULT_TEMPERATURE = 0.15  # stars of Gumbel noise in the per-user shuffle
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +43,6 @@ def bayesian_average(*, total: float, count: float, prior_mean: float, prior_cou
     if denom <= 0:
         return prior_mean
     return (prior_count * prior_mean + total) / denom
-
-
-def _get(obj: Any, name: str) -> Any:
-    value = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
-    if isinstance(value, float) and math.isnan(value):  # pandas marks missing numbers with NaN
-        return None
-    return value
 
 
 def _iter_rows(data: Any) -> Iterable[Any]:
@@ -59,7 +63,7 @@ def review_aggregates(reviews: Any) -> dict[str, tuple[float, int]]:
         }
     out: dict[str, list[float]] = {}
     for r in _iter_rows(reviews):
-        asin, rating = _get(r, "parent_asin"), _get(r, "rating")
+        asin, rating = get_field(r, "parent_asin"), get_field(r, "rating")
         if asin is None or rating is None:
             continue
         acc = out.setdefault(str(asin), [0.0, 0])
@@ -114,9 +118,9 @@ def global_mean(items: Iterable[Any], aggregates: Mapping[str, tuple[float, int]
     total, count = 0.0, 0
     seen: set[str] = set()
     for it in _iter_rows(items):
-        asin = str(_get(it, "parent_asin"))
+        asin = str(get_field(it, "parent_asin"))
         seen.add(asin)
-        avg, n = _get(it, "average_rating"), int(_get(it, "rating_number") or 0)
+        avg, n = get_field(it, "average_rating"), int(get_field(it, "rating_number") or 0)
         rs, rn = aggregates.get(asin, (0.0, 0))
         if avg is not None and n > 0 and n >= rn:
             total += float(avg) * n
@@ -144,12 +148,12 @@ def item_stats(
     mean = prior_mean if prior_mean is not None else global_mean(items_list, agg)
     out: dict[str, ItemStats] = {}
     for it in items_list:
-        asin = str(_get(it, "parent_asin"))
+        asin = str(get_field(it, "parent_asin"))
         rs, rn = agg.get(asin, (0.0, 0))
-        avg = _get(it, "average_rating")
+        avg = get_field(it, "average_rating")
         out[asin] = combine_stats(
             meta_average=None if avg is None else float(avg),
-            meta_count=_get(it, "rating_number"),
+            meta_count=get_field(it, "rating_number"),
             review_sum=rs,
             review_count=rn,
             prior_mean=mean,
@@ -166,3 +170,62 @@ def item_stats(
                 prior_count=prior_count,
             )
     return out
+
+
+def user_seed(user_id: str | None) -> int:
+    """A stable 64-bit seed per user (sha1), the same in every process and run."""
+    return int.from_bytes(hashlib.sha1((user_id or "").encode()).digest()[:8], "little")
+
+
+def rank_popular(items: Iterable[T]) -> list[T]:
+    """Items by popularity, best first: the rated ones (all items when none is rated) by ``score``
+    (the Bayesian average), then rating count, then ``parent_asin`` (deterministic)."""
+    pool = list(items)
+    rated = [i for i in pool if int(get_field(i, "rating_number", 0)) > 0 or get_field(i, "average_rating") is not None]
+    return sorted(
+        rated or pool,
+        key=lambda i: (-float(get_field(i, "score", 0.0)), -int(get_field(i, "rating_number", 0)),
+                       str(get_field(i, "parent_asin"))),
+    )
+
+
+def pick_popular(
+    ranked: Iterable[T],
+    *,
+    user_id: str | None,
+    k: int,
+    exclude: Container[str] = (),
+    tier: int,
+    temperature: float = DEFAULT_TEMPERATURE,
+) -> list[T]:
+    """Up to ``k`` popular items for this user, from ``ranked`` (best first; dicts or objects with
+    ``parent_asin``, ``score`` and ``main_category``).
+
+    The first ``max(tier, 3 * k)`` items not in ``exclude`` form the top tier (``ranked`` is read no
+    further, so it may be a lazy filter over a long list). Their scores get Gumbel noise of
+    ``temperature`` seeded by the user id, so each user sees a different but stable order; the
+    result then takes one item per category in turn (categories in the order of their best shuffled
+    item), so one category cannot fill the list.
+    """
+    tier_size = max(tier, 3 * k)
+    top: list[T] = []
+    for item in ranked:
+        if get_field(item, "parent_asin") not in exclude:
+            top.append(item)
+            if len(top) == tier_size:
+                break
+    rng = np.random.default_rng(user_seed(user_id))
+    noise = rng.gumbel(size=len(top)) * temperature
+    scores = np.asarray([float(get_field(t, "score", 0.0)) for t in top])
+    shuffled = [top[i] for i in np.argsort(-(scores + noise), kind="stable")]
+    by_category: dict[str, list[T]] = {}
+    for item in shuffled:
+        by_category.setdefault(get_field(item, "main_category") or "", []).append(item)
+    picked: list[T] = []
+    queues = list(by_category.values())
+    while len(picked) < k and queues:
+        for q in queues:
+            if q and len(picked) < k:
+                picked.append(q.pop(0))
+        queues = [q for q in queues if q]
+    return picked

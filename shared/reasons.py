@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.records import get_field
 from shared.text import clip, content_stems, near_duplicate, normalize, vocab, words
 
 TEMPLATE_MODEL = "template-v1"
@@ -80,18 +81,12 @@ def stable_index(*parts: object, modulo: int) -> int:
     return int.from_bytes(digest, "big") % max(1, modulo)
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
 def profile_terms(profile: Any | None, summary: str | None = None) -> list[str]:
     """Positive profile phrases in priority order (liked features first); dislikes never included."""
     terms: list[str] = []
     if profile is not None:
         for key in ("liked_features", "preferred_products", "potential_interests"):
-            for t in _get(profile, key, None) or []:
+            for t in get_field(profile, key, None) or []:
                 if isinstance(t, str) and t.strip():
                     terms.append(clip(t.strip().lower(), MAX_TERM_CHARS))
     if summary and not terms:
@@ -109,13 +104,13 @@ def profile_terms(profile: Any | None, summary: str | None = None) -> list[str]:
 
 def dislike_stems(profile: Any | None) -> set[str]:
     return (
-        vocab(t for t in (_get(profile, "dislikes", None) or []) if isinstance(t, str)) if profile else set()
+        vocab(t for t in (get_field(profile, "dislikes", None) or []) if isinstance(t, str)) if profile else set()
     )
 
 
 def item_vocab(item: Any) -> set[str]:
-    feats = [f for f in (_get(item, "features", None) or []) if isinstance(f, str)]
-    return vocab([_get(item, "title", "") or "", *feats, _get(item, "main_category", "") or ""])
+    feats = [f for f in (get_field(item, "features", None) or []) if isinstance(f, str)]
+    return vocab([get_field(item, "title", "") or "", *feats, get_field(item, "main_category", "") or ""])
 
 
 def matched_terms(terms: Sequence[str], item: Any, *, avoid_stems: set[str] | None = None) -> list[str]:
@@ -130,7 +125,7 @@ def matched_terms(terms: Sequence[str], item: Any, *, avoid_stems: set[str] | No
 
 
 def short_name(item: Any) -> str:
-    title = " ".join((_get(item, "title", "") or "").split())
+    title = " ".join((get_field(item, "title", "") or "").split())
     for sep in (" | ", " - ", " – ", " — ", ",", "(", ":", ";", " with ", " for "):
         if sep in title:
             head = title.split(sep, 1)[0].strip()
@@ -146,7 +141,7 @@ def short_name(item: Any) -> str:
 
 def pick_feature(item: Any, prefer: Sequence[str] = ()) -> str | None:
     feats = [
-        " ".join(f.split()) for f in (_get(item, "features", None) or []) if isinstance(f, str) and f.strip()
+        " ".join(f.split()) for f in (get_field(item, "features", None) or []) if isinstance(f, str) and f.strip()
     ]
     if not feats:
         return None
@@ -168,13 +163,13 @@ def item_slots(item: Any, term: str | None) -> dict[str, str]:
             if feature[:2].isalpha() and not feature[:2].isupper()
             else feature
         )
-    rating = _get(item, "average_rating", None)
-    count = _get(item, "rating_number", None)
+    rating = get_field(item, "average_rating", None)
+    count = get_field(item, "rating_number", None)
     if isinstance(rating, int | float) and rating > 0:
         slots["rating"] = f"{float(rating):.1f}"
     if isinstance(count, int) and count > 0:
         slots["count"] = f"{count:,}"
-    category = _get(item, "main_category", None)
+    category = get_field(item, "main_category", None)
     if isinstance(category, str) and category.strip():
         slots["category"] = category.strip()
     if term:
@@ -281,7 +276,7 @@ def template_reasons(
     used_terms: set[str] = set()
     previous = list(taken)
     for item in items:
-        asin = _get(item, "parent_asin", "")
+        asin = get_field(item, "parent_asin", "")
         options = _candidates(item, matched_terms(terms, item, avoid_stems=avoid), used_terms)
         n_profile = sum(1 for p, _ in options if "term" in p.needs)
         # Rotate within the profile block and the fact block separately, so a matching term is preferred.

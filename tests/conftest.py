@@ -64,9 +64,11 @@ def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(pg_url: str, broker: str, redis_url: str, session_home: Path) -> CommonSettings:
+def settings(pg_url: str, broker: str, redis_url: str, session_home: Path) -> Iterator[CommonSettings]:
     """Settings pointing at the session's real PostgreSQL, broker and Redis."""
-    return CommonSettings(
+    from shared.outbox import close_publishers
+
+    yield CommonSettings(
         ENVIRONMENT="test",
         HOME=session_home,
         DATABASE_URL=pg_url,
@@ -75,6 +77,7 @@ def settings(pg_url: str, broker: str, redis_url: str, session_home: Path) -> Co
         CELERY_RESULT_BACKEND=redis_url,
         TOPIC_PREFIX="",
     )
+    close_publishers()  # the producers shared.outbox.publish keeps, before the session broker stops
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from services.gateway import store
 from services.gateway.config import GatewaySettings, get_settings
+from shared.config import CommonSettings
 
 SHOWN_STRATEGIES = ("hybrid", "llm_only", "als", "popular")
 COLD_USER = "ADEMONEWUSER00000000000000001"
@@ -58,7 +59,7 @@ def _profiled(settings: GatewaySettings, users: list[str]) -> int:
     )
 
 
-def train_als(settings: GatewaySettings, *, timeout_s: float = 900.0) -> bool:
+def train_als(settings: CommonSettings, *, timeout_s: float = 900.0) -> bool:
     """Train through the ALS service's API like any client: start a run, poll until it is live or not."""
     headers = {"Authorization": f"Bearer {settings.ADMIN_KEY}"} if settings.ADMIN_KEY else {}
     with httpx.Client(base_url=settings.ALS_URL, timeout=30.0, headers=headers) as als:

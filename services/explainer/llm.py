@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.logging import get_logger
+from shared.records import get_field
 from shared.text import GENERIC, clip, content_stems, normalize, one_line, vocab, words
 
 log = get_logger(__name__)
@@ -39,19 +40,15 @@ _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 _OUT_OF_FIVE = re.compile(r"/\s*5\b|\bout of 5\b")
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
-
-
 def reason_prompt(*, terms: Sequence[str], item: Any) -> str:
     """The per-item prompt: untrusted strings are flattened so they cannot add instructions or lines."""
     likes = ", ".join(one_line(t, 40) for t in terms[:4]) or "popular, well-rated products (new customer)"
-    feats = "; ".join(one_line(f, 80) for f in (_get(item, "features") or [])[:3] if isinstance(f, str))
-    lines = [f"Product: {one_line(_get(item, 'title') or '', 120)}"]
+    feats = "; ".join(one_line(f, 80) for f in (get_field(item, "features") or [])[:3] if isinstance(f, str))
+    lines = [f"Product: {one_line(get_field(item, 'title') or '', 120)}"]
     if feats:
         lines.append(f"Features: {feats}")
-    if _get(item, "average_rating") and _get(item, "rating_number"):
-        rating, count = float(_get(item, "average_rating")), int(_get(item, "rating_number"))
+    if get_field(item, "average_rating") and get_field(item, "rating_number"):
+        rating, count = float(get_field(item, "average_rating")), int(get_field(item, "rating_number"))
         lines.append(f"Rating: {rating:.1f}/5 from {count} reviews")
     lines.append(f"Customer likes: {likes}")
     lines.append("Write one catchy sentence for this customer.")
@@ -82,14 +79,14 @@ def validate_reason(
     low = normalize(text)
     if any(m in low for m in PROMPT_MARKERS):
         return Verdict(False, "prompt_echo")
-    title = _get(item, "title") or ""
+    title = get_field(item, "title") or ""
     if len(title) > 20 and normalize(title) in low and len(low) < len(normalize(title)) + 15:
         return Verdict(False, "title_echo")
-    feats = [f for f in (_get(item, "features") or []) if isinstance(f, str)]
-    item_text = " ".join([title, *feats, _get(item, "main_category") or ""])
+    feats = [f for f in (get_field(item, "features") or []) if isinstance(f, str)]
+    item_text = " ".join([title, *feats, get_field(item, "main_category") or ""])
     known_numbers = set(_NUMBER.findall(item_text))
     for key in ("average_rating", "rating_number"):
-        v = _get(item, key)
+        v = get_field(item, key)
         if v:
             known_numbers.update({str(v), f"{float(v):.1f}", f"{int(v):,}", str(int(v))})
     if any(n not in known_numbers for n in _NUMBER.findall(_OUT_OF_FIVE.sub("", text))):
@@ -149,7 +146,7 @@ class LLMReasoner:
                     log.info(
                         "llm reason rejected",
                         extra={
-                            "parent_asin": _get(item, "parent_asin"),
+                            "parent_asin": get_field(item, "parent_asin"),
                             "why": verdict.why,
                             "output": text[:200],
                         },

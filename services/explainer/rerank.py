@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from shared.records import get_field
 from shared.text import clip, normalize, one_line, words
 
 SYSTEM = (
@@ -34,13 +35,9 @@ _BRACKET = re.compile(r"^\s*\[\s*#?(\d{1,3})\s*\]")
 _ECHO = ("rank ", "product:", "respond", "format", "summary:", "instruction")
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
-
-
 def candidate_line(n: int, item: Any) -> str:
-    title = one_line(_get(item, "title") or _get(item, "parent_asin") or "", 80)
-    feats = "; ".join(one_line(f, 40) for f in (_get(item, "features") or [])[:2] if isinstance(f, str))
+    title = one_line(get_field(item, "title") or get_field(item, "parent_asin") or "", 80)
+    feats = "; ".join(one_line(f, 40) for f in (get_field(item, "features") or [])[:2] if isinstance(f, str))
     text = f"{title} — {feats}" if feats else title
     return f"[{n}] {clip(text, MAX_CANDIDATE_CHARS)}"
 
@@ -73,12 +70,12 @@ def _resolve(product: str, candidates: Sequence[Any]) -> int | None:
         return n - 1 if 1 <= n <= len(candidates) else None
     norm = normalize(product).strip(" .\"'")
     for i, c in enumerate(candidates):
-        asin = _get(c, "parent_asin") or ""
+        asin = get_field(c, "parent_asin") or ""
         if asin and re.search(rf"\b{re.escape(asin.lower())}\b", norm):
             return i
     matches = []
     for i, c in enumerate(candidates):
-        title = normalize(one_line(_get(c, "title") or "", 200))
+        title = normalize(one_line(get_field(c, "title") or "", 200))
         if title and (norm == title or (len(norm) >= 20 and title.startswith(norm))):
             matches.append(i)
     return matches[0] if len(matches) == 1 else None
@@ -93,7 +90,7 @@ def _resolve_listed(text: str, candidates: Sequence[Any]) -> int | None:
     norm = normalize(text)
     best, best_len = None, 0
     for i, c in enumerate(candidates):
-        title = normalize(one_line(_get(c, "title") or "", 80))
+        title = normalize(one_line(get_field(c, "title") or "", 80))
         if len(title) >= 10 and norm.startswith(title) and len(title) > best_len:
             best, best_len = i, len(title)
     return best

@@ -1,4 +1,5 @@
-"""Explainer domain logic: reasons for a list of items, and the llm_only re-rank.
+"""Explainer domain logic: the LLM reasoner a deployment loads, reasons for a list of items, and the
+llm_only re-rank.
 
 The HTTP layer (app.py) only parses bodies and calls :class:`Explainer`.
 """
@@ -14,7 +15,6 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from services.explainer.cache import ReasonCache
 from services.explainer.config import ExplainerSettings
 from services.explainer.llm import LLMReasoner
 from services.explainer.rerank import SYSTEM as RERANK_SYSTEM
@@ -27,6 +27,7 @@ from services.explainer.schemas import (
     RerankRequest,
     RerankResponse,
 )
+from services.explainer.store import ReasonCache
 from shared.logging import get_logger
 from shared.reasons import TEMPLATE_MODEL, fill_reasons, profile_terms
 
@@ -38,6 +39,29 @@ RERANKS = Counter("recsys_explainer_reranks_total", "Re-rank requests", ["outcom
 LLM_TIMEOUTS = Counter(
     "recsys_explainer_llm_timeouts_total", "LLM calls that ran past their budget", ["call"]
 )
+
+
+def load_reasoner(*, settings: ExplainerSettings) -> LLMReasoner | None:
+    """The LLM reasoner, or None when this deployment is configured template-only.
+
+    A configured LLM that cannot be loaded raises (shared.llm.LLMUnavailable): start-up fails loudly.
+    The model is loaded with ``settings``' LLM knobs (``LLM_TIMEOUT_S``, ``LLM_THREADS``, ``LLM_CONTEXT``,
+    ``LLM_BATCH_SIZE``); the reasoner hands it ``LLM_BATCH_SIZE`` items per generate call.
+    """
+    if settings.EXPLAINER_BACKEND == "template" or settings.LLM_BACKEND == "template":
+        log.info("explainer is template-only (configured)")
+        return None
+    from shared.llm import get_llm
+
+    llm = get_llm(settings)
+    log.info("explainer LLM loaded", extra={"model": getattr(llm, "name", "?")})
+    return LLMReasoner(
+        llm,
+        batch=settings.LLM_BATCH_SIZE,
+        max_new_tokens=settings.EXPLAINER_MAX_NEW_TOKENS,
+        max_chars=settings.EXPLAINER_MAX_REASON_CHARS,
+        max_ungrounded=settings.EXPLAINER_MAX_UNGROUNDED,
+    )
 
 
 class Explainer:
@@ -195,6 +219,7 @@ class Explainer:
 
 
 def readiness_info(explainer: Explainer | None) -> dict[str, Any]:
+    """The model part of /readyz: which backend answers, and whether the LLM is loaded."""
     if explainer is None:
         return {"ok": False, "error": "not started"}
     return {

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
 
 from pydantic import Field
 
+from services.gateway.schemas import ReasonsBackend
 from shared.config import CommonSettings
 
 
@@ -20,16 +20,15 @@ class GatewaySettings(CommonSettings):
     GATEWAY_CONNECT_TIMEOUT_S: float = Field(0.5, gt=0)
     GATEWAY_MAX_CONNECTIONS: int = Field(200, ge=1, description="pooled connections per dependency")
     # Which explainer backend the gateway asks for: auto = the LLM when loaded, under its time budget.
-    GATEWAY_REASONS: Literal["auto", "template", "llm"] = "auto"
+    GATEWAY_REASONS: ReasonsBackend = "auto"
     GATEWAY_LLM_ONLY_CANDIDATES: int = Field(50, ge=5, le=100, description="candidates handed to the re-rank")
     GATEWAY_HISTORY_LIMIT: int = Field(
         500, ge=0, description="most recent reviewed items excluded from results"
     )
-    GATEWAY_RETRIEVER_HISTORY: int = Field(
-        200,
-        ge=0,
-        description="most recent reviews handed to the retriever with each request (it would read the "
-        "same rows; keep it at RETRIEVER_HISTORY_MAX); 0 = the retriever reads them itself",
+    GATEWAY_SEND_HISTORY: bool = Field(
+        True,
+        description="hand the retriever the RETRIEVER_HISTORY_MAX most recent reviews just read with each "
+        "request (it would read the same rows); false = the retriever reads them itself",
     )
     # Answer cache (per replica): an entry is reused only while the user's stamp (profile version and
     # status, number and newest of their reviews) is unchanged, so a new review or a new profile is

@@ -2,7 +2,7 @@
 explainer; merge, de-duplicate, fill, and fall back on every dependency failure.
 
 Fallback ladder (each step sets ``degraded`` and adds a note):
-* explainer slow/down → template reasons generated here (the explainer's template module is pure Python);
+* explainer slow/down → template reasons generated here (``shared.reasons``, the code the explainer runs);
 * retriever down → ALS top-N for a known user, else popular items straight from the DB;
 * ALS without a model or without the user (strategy=als) → the hybrid path;
 * llm_only re-rank fails → retriever order with template reasons.
@@ -16,13 +16,14 @@ import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 
 from services.gateway import store
 from services.gateway.clients import DependencyError, ServiceClients
 from services.gateway.config import GatewaySettings
+from services.gateway.schemas import GatewayStrategy, ReasonsBackend
 from shared.http import DomainError
 from shared.logging import get_logger
 from shared.metrics import LATENCY_BUCKETS
@@ -30,8 +31,6 @@ from shared.reasons import fill_reasons
 
 log = get_logger(__name__)
 
-Strategy = Literal["hybrid", "als", "llm_only", "popular"]
-STRATEGIES: tuple[str, ...] = ("hybrid", "als", "llm_only", "popular")
 AlsResult = tuple[list[dict[str, Any]] | None, DependencyError | None]
 
 REQUEST_LATENCY = Histogram(
@@ -116,8 +115,8 @@ class Recommender:
         *,
         user_id: str,
         k: int,
-        strategy: str,
-        reasons: str | None = None,
+        strategy: GatewayStrategy,
+        reasons: ReasonsBackend | None = None,
         use_cache: bool = True,
         info: dict[str, str] | None = None,
     ) -> dict[str, Any]:
@@ -195,7 +194,7 @@ class Recommender:
 
     # ------------------------------------------------------------------ steps
 
-    async def _user(self, user_id: str, plan: Plan) -> store.UserContext | None:
+    async def _user(self, user_id: str, plan: Plan) -> store.UserRecord | None:
         try:
             return await asyncio.to_thread(
                 store.load_user,
@@ -211,7 +210,7 @@ class Recommender:
     def _retriever_body(
         self,
         user_id: str,
-        ctx: store.UserContext | None,
+        ctx: store.UserRecord | None,
         *,
         strategy: str,
         k: int,
@@ -219,7 +218,8 @@ class Recommender:
     ) -> dict[str, Any]:
         # no als_candidates: for hybrid the retriever reads the user's live ALS top-N itself. The
         # history and profile version just read spare the retriever the same two reads; the history
-        # goes only when it holds the user's `limit` most recent reviews (else the retriever reads).
+        # goes only when it holds the user's RETRIEVER_HISTORY_MAX most recent reviews (else the
+        # retriever reads them).
         body: dict[str, Any] = {
             "user_id": user_id,
             "profile_text": ctx.summary if ctx else None,
@@ -229,8 +229,8 @@ class Recommender:
         }
         if ctx is not None and user_id:
             body["profile_version"] = ctx.profile_version
-            limit, read = self.settings.GATEWAY_RETRIEVER_HISTORY, self.settings.GATEWAY_HISTORY_LIMIT
-            if limit and (read >= limit or len(ctx.reviews) < read):
+            limit, read = self.settings.RETRIEVER_HISTORY_MAX, self.settings.GATEWAY_HISTORY_LIMIT
+            if self.settings.GATEWAY_SEND_HISTORY and (read >= limit or len(ctx.reviews) < read):
                 body["history"] = [
                     {"parent_asin": a, "rating": r, "timestamp": t} for a, r, t in ctx.reviews[:limit]
                 ]
@@ -239,7 +239,7 @@ class Recommender:
     async def _retrieve(
         self,
         user_id: str,
-        ctx: store.UserContext | None,
+        ctx: store.UserRecord | None,
         plan: Plan,
         exclude: set[str],
         *,
@@ -274,7 +274,7 @@ class Recommender:
     async def _hybrid(
         self,
         user_id: str,
-        ctx: store.UserContext | None,
+        ctx: store.UserRecord | None,
         plan: Plan,
         exclude: set[str],
         als_result: AlsResult | None = None,
@@ -294,7 +294,7 @@ class Recommender:
     async def _als_strategy(
         self,
         user_id: str,
-        ctx: store.UserContext | None,
+        ctx: store.UserRecord | None,
         plan: Plan,
         exclude: set[str],
         als_result: AlsResult,
@@ -309,7 +309,7 @@ class Recommender:
         await self._hybrid(user_id, ctx, plan, exclude, (None, err))
 
     async def _llm_only(
-        self, user_id: str, ctx: store.UserContext | None, plan: Plan, exclude: set[str]
+        self, user_id: str, ctx: store.UserRecord | None, plan: Plan, exclude: set[str]
     ) -> None:
         pool = Plan(strategy="llm_only", k=self.settings.GATEWAY_LLM_ONLY_CANDIDATES)
         ok = await self._retrieve(user_id, ctx, pool, exclude, strategy="llm_only", k=pool.k)
@@ -374,8 +374,11 @@ class Recommender:
             rows = await asyncio.to_thread(
                 store.popular_items,
                 self.db_url,
+                user_id=user_id if plan.strategy == "popular" else None,
                 k=plan.k - len(plan.items),
                 exclude=sorted(exclude | {i["parent_asin"] for i in plan.items}),
+                tier=self.settings.RETRIEVER_COLD_TIER,
+                prior_count=self.settings.RETRIEVER_BAYES_PRIOR_COUNT,
             )
         except Exception:
             log.exception("popular fallback from the DB failed", extra={"user_id": user_id})
@@ -402,7 +405,7 @@ class Recommender:
         ]
 
     async def _reasons(
-        self, user_id: str, ctx: store.UserContext | None, plan: Plan, *, backend: str
+        self, user_id: str, ctx: store.UserRecord | None, plan: Plan, *, backend: str
     ) -> None:
         todo = [i for i in plan.items if not i.get("reason")]
         if not todo:
@@ -471,7 +474,7 @@ def _float(v: Any) -> float | None:
         return None
 
 
-def _cold_start(ctx: store.UserContext | None, plan: Plan) -> bool:
+def _cold_start(ctx: store.UserRecord | None, plan: Plan) -> bool:
     if ctx is None:
         return bool(plan.retriever_cold)
     if ctx.has_profile:

@@ -10,12 +10,15 @@ from sqlalchemy import bindparam, func, select
 
 from shared.db import read_connection, session_scope
 from shared.models import Item, Profile, Review
+from shared.popularity import item_stats, pick_popular, rank_popular
 
 PROFILE_LISTS = ("preferred_products", "liked_features", "dislikes", "potential_interests")
 
 
 @dataclass
-class UserContext:
+class UserRecord:
+    """What one request knows about its user: profile fields and the most recent reviews."""
+
     user_id: str
     profile: dict[str, Any] | None = None  # the four lists, only for a ready profile
     summary: str | None = None
@@ -50,9 +53,9 @@ _HISTORY_READ = (
 )
 
 
-def load_user(url: str, *, user_id: str, history_limit: int) -> UserContext:
+def load_user(url: str, *, user_id: str, history_limit: int) -> UserRecord:
     """Profile fields and the most recent reviewed items: two indexed reads on one Core connection."""
-    ctx = UserContext(user_id=user_id)
+    ctx = UserRecord(user_id=user_id)
     with read_connection(url) as conn:
         prof = conn.execute(_PROFILE_READ, {"user_id": user_id}).first()
         # n_reviews is capped at the limit: only "any?" and the stamp need it.
@@ -102,26 +105,25 @@ def items_by_asin(url: str, asins: Sequence[str]) -> dict[str, dict[str, Any]]:
         return {r.parent_asin: item_facts(r) for r in rows}
 
 
-def popular_items(url: str, *, k: int, exclude: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Most-rated items with a decent average (the DB-only fallback when the retriever is down)."""
-    excluded = set(exclude)
+def popular_items(
+    url: str, *, user_id: str | None, k: int, exclude: Sequence[str] = (), tier: int, prior_count: float,
+    pool: int = 500,
+) -> list[dict[str, Any]]:
+    """The one "popular" (``shared.popularity``: Bayesian average, per-user shuffle of the top tier,
+    categories in turn) over the catalog's own figures of its most-rated items: the DB-only fallback
+    when the retriever is down. The retriever also counts the ingested reviews; this reads only the
+    items table, so the two agree where the catalog's figures are complete."""
     with session_scope(url) as s:
         stmt = (
             select(Item)
-            .order_by(
-                func.coalesce(Item.rating_number, 0).desc(),
-                func.coalesce(Item.average_rating, 0).desc(),
-                Item.parent_asin,
-            )
-            .limit(k + len(excluded))
+            .order_by(func.coalesce(Item.rating_number, 0).desc(), Item.parent_asin)
+            .limit(pool + len(exclude))
         )
-        out = []
-        for item in s.execute(stmt).scalars():
-            if item.parent_asin not in excluded:
-                out.append(item_facts(item))
-            if len(out) >= k:
-                break
-        return out
+        facts = [item_facts(item) for item in s.execute(stmt).scalars()]
+    stats = item_stats((), facts, prior_count=prior_count)
+    for f in facts:
+        f["score"] = stats[f["parent_asin"]].bayes_score
+    return pick_popular(rank_popular(facts), user_id=user_id, k=k, exclude=set(exclude), tier=tier)
 
 
 def user_history(url: str, *, user_id: str, limit: int) -> list[dict[str, Any]]:

@@ -16,8 +16,10 @@ from kafka import KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import Counter
 
+from services.ingest import store
 from services.ingest.config import IngestSettings, get_settings
-from services.ingest.service import Kind, Rejection, store, validate
+from services.ingest.schemas import Kind, Rejection
+from services.ingest.service import validate
 from shared.db import session_scope
 from shared.events import ITEMS_DLQ, ITEMS_RAW, REVIEWS_DLQ, REVIEWS_RAW, DeadLetter
 from shared.kafka import ConsumerLoop, ensure_topics, make_producer
@@ -82,7 +84,7 @@ class RawHandler:
             for kind, items in by_kind.items():
                 if not items:
                     continue
-                valid, rejected = validate(kind, [doc for _, doc in items])
+                valid, rejected = validate(kind=kind, records=[doc for _, doc in items])
                 for rej in rejected:
                     record = items[rej.index][0]
                     dead.append(
@@ -92,7 +94,7 @@ class RawHandler:
                             self._dead_letter(record, error=_reason(rej), errors=rej.errors),
                         )
                     )
-                store(session=session, kind=kind, models=valid)
+                store.upsert(session=session, kind=kind, models=valid)
                 stored += len(valid)
                 RAW_RECORDS.labels(kind, "stored").inc(len(valid))
         # Rows are committed; now the dead letters must be acked before the offsets may be committed.

@@ -1,62 +1,37 @@
-"""Validation and storage: the one write path shared by the HTTP API and the raw-topic consumer.
+"""Parsing and validation, the one write path shared by the HTTP API and the raw-topic consumer.
 
-Records are validated with :mod:`shared.amazon`; the valid ones are upserted and, in the SAME
-transaction, an outbox event is written for every row that is new or actually changed (compared
-by ``row_hash``), so a replay or a duplicate POST stores one row and emits one event.
+A request body is parsed (:func:`parse_records`), its records validated one by one with
+:mod:`shared.amazon` (:func:`validate`), and the valid ones stored with their outbox events in one
+transaction (:func:`ingest`, through :mod:`services.ingest.store`); every rejected record is reported
+with its index, field and reason.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, ValidationError
-from sqlalchemy import insert, text
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from pydantic import ValidationError
 
-from shared.amazon import ItemIn, ReviewIn, item_text
-from shared.db import session_scope
-from shared.events import ITEMS, REVIEWS, ItemEvent, ReviewEvent
-from shared.models import Item, OutboxEvent, Review, utcnow
-
-Kind = Literal["reviews", "items"]
-MODELS: dict[str, type[BaseModel]] = {"reviews": ReviewIn, "items": ItemIn}
-REVIEW_KEY = ("user_id", "parent_asin", "timestamp")
+from services.ingest import store
+from services.ingest.schemas import RECORD_MODELS, IngestResult, Kind, Rejection
+from shared.http import DomainError
 
 
-@dataclass(frozen=True)
-class Rejection:
-    """One record that failed validation: its position in the request and every field error."""
-
-    index: int
-    errors: list[dict[str, str]]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "errors": self.errors}
-
-    def summary(self) -> str:
-        return "; ".join(f"{e['field'] or '<record>'}: {e['message']}" for e in self.errors)
+class PayloadTooLarge(DomainError):
+    status_code = 413
+    code = "payload_too_large"
 
 
-@dataclass
-class IngestResult:
-    accepted: int = 0
-    changed: int = 0  # rows new or different from what was stored (= events written)
-    rejected: list[Rejection] = field(default_factory=list)
+class BadBody(DomainError):
+    status_code = 400
+    code = "malformed_body"
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "accepted": self.accepted,
-            "changed": self.changed,
-            "rejected": [r.as_dict() for r in self.rejected],
-        }
+
+class AllRejected(DomainError):
+    status_code = 422
+    code = "validation_error"
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
@@ -71,218 +46,73 @@ def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
     return out
 
 
-def validate(kind: Kind, records: Sequence[Any]) -> tuple[list[Any], list[Rejection]]:
+def validate(*, kind: Kind, records: Sequence[Any]) -> tuple[list[Any], list[Rejection]]:
     """Split records into valid models (in order) and rejections (with their index)."""
-    model = MODELS[kind]
+    model = RECORD_MODELS[kind]
     valid: list[Any] = []
     rejected: list[Rejection] = []
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             rejected.append(
                 Rejection(
-                    index, [{"field": "", "message": "record must be a JSON object", "type": "model_type"}]
+                    index=index,
+                    errors=[{"field": "", "message": "record must be a JSON object", "type": "model_type"}],
                 )
             )
             continue
         try:
             valid.append(model.model_validate(record))
         except ValidationError as exc:
-            rejected.append(Rejection(index, validation_errors(exc)))
+            rejected.append(Rejection(index=index, errors=validation_errors(exc)))
     return valid, rejected
 
 
-def _hash(obj: Any) -> str:
-    return hashlib.sha1(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()
-
-
-def review_row(r: ReviewIn) -> dict[str, Any]:
-    row = {
-        "user_id": r.user_id,
-        "parent_asin": r.parent_asin,
-        "asin": r.asin,
-        "timestamp": r.timestamp,
-        "rating": float(r.rating),
-        "title": r.title,
-        "text": r.text,
-        "helpful_vote": r.helpful_vote,
-        "verified_purchase": r.verified_purchase,
-        "images": r.images,
-        "extra": r.extra_fields,
-    }
-    row["row_hash"] = _hash(row)
-    return row
-
-
-def item_row(i: ItemIn) -> dict[str, Any]:
-    # Columns the items table lacks (images, videos, bought_together) are kept in ``extra``.
-    extra = {"images": i.images, "videos": i.videos, "bought_together": i.bought_together, **i.extra_fields}
-    row = {
-        "parent_asin": i.parent_asin,
-        "title": i.title,
-        "main_category": i.main_category,
-        "store": i.store,
-        "price": i.price,
-        "average_rating": i.average_rating,
-        "rating_number": i.rating_number,
-        "features": i.features,
-        "description": i.description,
-        "categories": i.categories,
-        "details": i.details,
-        "extra": extra,
-        "content_hash": hashlib.sha1(item_text(i).encode()).hexdigest(),
-    }
-    row["row_hash"] = _hash(row)
-    return row
-
-
-@lru_cache(maxsize=16)
-def _upsert_statement(dialect: str, table: Any, key: tuple[str, ...], columns: tuple[str, ...]) -> Any:
-    """``INSERT … ON CONFLICT (key) DO UPDATE … WHERE row_hash differs RETURNING key``, built once.
-
-    Executed with a list of parameter sets (executemany), so SQLAlchemy caches the compiled form and
-    batches the VALUES itself ("insertmanyvalues"); compiling a 500-row VALUES clause per request
-    cost more than the database work.
-    """
-    stmt: Any
-    if dialect == "postgresql":
-        stmt = postgresql.insert(table)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table)
+def parse_records(*, body: bytes, kind: Kind, max_batch: int) -> tuple[list[Any], bool]:
+    """JSON body → (records, is_batch). One object, ``{"<kind>": [...]}`` or a bare list."""
+    if not body.strip():
+        raise BadBody("request body is empty; send a JSON object")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        reason = "body is not valid UTF-8" if "utf-8" in str(exc).lower() else "body is not valid JSON"
+        raise BadBody(f"{reason}: {exc}") from exc
+    if isinstance(doc, dict) and kind in doc and set(doc) == {kind}:
+        records, batch = doc[kind], True
+        if not isinstance(records, list):
+            raise AllRejected(
+                f'"{kind}" must be a list of objects',
+                details=[
+                    {
+                        "index": None,
+                        "errors": [{"field": kind, "message": "must be a list", "type": "list_type"}],
+                    }
+                ],
+            )
+    elif isinstance(doc, list):
+        records, batch = doc, True
+    elif isinstance(doc, dict):
+        records, batch = [doc], False
     else:
-        raise RuntimeError(f"upsert not implemented for dialect {dialect!r}")
-    excluded = stmt.excluded
-    return stmt.on_conflict_do_update(
-        index_elements=list(key),
-        set_={c: excluded[c] for c in columns if c not in key and c != "created_at"},
-        where=table.c.row_hash.is_distinct_from(excluded.row_hash),
-    ).returning(*[table.c[k] for k in key])
-
-
-@lru_cache(maxsize=16)
-def _pg_bulk_sql(table: Any, columns: tuple[str, ...], key: tuple[str, ...] = ()) -> Any:
-    """PostgreSQL: the whole batch as ONE json parameter unpacked by ``json_to_recordset``.
-
-    A short, constant statement instead of a VALUES list of thousands of parameters that the driver
-    rewrites on every request (that rewrite cost more than the database work). With ``key`` it is the
-    change-detecting upsert: ``ON CONFLICT DO UPDATE … WHERE row_hash differs RETURNING key``.
-    """
-    dialect = postgresql.dialect()
-    q = dialect.identifier_preparer.quote
-    name = q(table.name)
-    cols = ", ".join(q(c) for c in columns)
-    typed = ", ".join(f"{q(c)} {table.c[c].type.compile(dialect=dialect)}" for c in columns)
-    sql = (
-        f"INSERT INTO {name} ({cols}) SELECT {cols} FROM json_to_recordset(CAST(:rows AS json)) AS x({typed})"
-    )
-    if key:
-        updates = ", ".join(
-            f"{q(c)} = EXCLUDED.{q(c)}" for c in columns if c not in key and c != "created_at"
+        raise AllRejected(f'body must be a JSON object (one record) or {{"{kind}": [...]}}')
+    if len(records) > max_batch:
+        raise PayloadTooLarge(
+            f"{len(records)} records in one request; the limit is {max_batch}", code="batch_too_large"
         )
-        sql += (
-            f" ON CONFLICT ({', '.join(q(k) for k in key)}) DO UPDATE SET {updates}"
-            f" WHERE {name}.row_hash IS DISTINCT FROM EXCLUDED.row_hash"
-            f" RETURNING {', '.join(f'{name}.{q(k)}' for k in key)}"
-        )
-    return text(sql)
-
-
-def _pg_rows(params: list[dict[str, Any]]) -> dict[str, str]:
-    return {"rows": orjson.dumps(params, default=str).decode()}
-
-
-def _upsert_changed(
-    session: Session, table: Any, rows: list[dict[str, Any]], key: tuple[str, ...]
-) -> list[tuple[Any, ...]]:
-    """Upsert rows; return the keys of rows inserted or changed (an identical row is left alone)."""
-    if not rows:
-        return []
-    now = utcnow()
-    params = [{**r, "created_at": now, "updated_at": now} for r in rows]
-    columns = tuple(params[0])
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        result = session.execute(_pg_bulk_sql(table, columns, key), _pg_rows(params))
-    else:
-        result = session.execute(_upsert_statement(dialect, table, key, columns), params)
-    return [tuple(row) for row in result]
-
-
-def _dedupe(rows: list[dict[str, Any]], key: tuple[str, ...]) -> dict[tuple[Any, ...], dict[str, Any]]:
-    # One statement may not touch a row twice: within a batch the last record of a key wins.
-    return {tuple(r[k] for k in key): r for r in rows}
-
-
-def _store_changed(
-    session: Session,
-    table: Any,
-    rows: list[dict[str, Any]],
-    key: tuple[str, ...],
-    topic: str,
-    event: Callable[[dict[str, Any]], tuple[str, BaseModel]],
-) -> int:
-    """Upsert ``rows`` and write one outbox event (``event(row)`` → key, payload) per new/changed row."""
-    if not rows:
-        return 0
-    by_key = _dedupe(rows, key)
-    changed = _upsert_changed(session, table, list(by_key.values()), key)
-    events = []
-    for k in changed:
-        event_key, payload = event(by_key[k])
-        events.append({"topic": topic, "key": event_key, "payload": payload.model_dump(mode="json")})
-    _write_outbox(session, events)
-    return len(events)
-
-
-def _review_event(row: dict[str, Any]) -> tuple[str, BaseModel]:
-    fields = ("user_id", "parent_asin", "timestamp", "rating", "title", "text", "verified_purchase", "helpful_vote")
-    return row["user_id"], ReviewEvent(**{f: row[f] for f in fields})
-
-
-def _item_event(row: dict[str, Any]) -> tuple[str, BaseModel]:
-    fields = ("parent_asin", "title", "main_category", "content_hash")
-    return row["parent_asin"], ItemEvent(**{f: row[f] for f in fields})
-
-
-def store_reviews(*, session: Session, reviews: Sequence[ReviewIn]) -> int:
-    """Upsert reviews and write a reviews.v1 outbox event per new/changed row; returns that count."""
-    rows = [review_row(r) for r in reviews]
-    return _store_changed(session, Review.__table__, rows, REVIEW_KEY, REVIEWS, _review_event)
-
-
-def store_items(*, session: Session, items: Sequence[ItemIn]) -> int:
-    """Upsert items and write an items.v1 outbox event per new/changed row; returns that count."""
-    rows = [item_row(i) for i in items]
-    return _store_changed(session, Item.__table__, rows, ("parent_asin",), ITEMS, _item_event)
-
-
-def _write_outbox(session: Session, events: list[dict[str, Any]]) -> None:
-    if not events:
-        return
-    now = utcnow()
-    params = [{**e, "created_at": now, "attempts": 0} for e in events]
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(_pg_bulk_sql(OutboxEvent.__table__, tuple(params[0])), _pg_rows(params))
-    else:
-        session.execute(insert(OutboxEvent), params)
-
-
-def store(*, session: Session, kind: Kind, models: Sequence[Any]) -> int:
-    if kind == "reviews":
-        return store_reviews(session=session, reviews=models)
-    return store_items(session=session, items=models)
-
-
-# SQLite has one writer at a time and its busy handler polls with sleeps: writers of this process
-# queue on a lock instead (a large gain under concurrent requests). PostgreSQL needs no such thing.
-_SQLITE_WRITE_LOCK = threading.Lock()
+    return records, batch
 
 
 def ingest(*, database_url: str, kind: Kind, records: Sequence[Any]) -> IngestResult:
     """Validate ``records`` and store the valid ones (rows + outbox) in one transaction."""
-    valid, rejected = validate(kind, records)
-    changed = 0
-    if valid:
-        lock = _SQLITE_WRITE_LOCK if database_url.startswith("sqlite") else contextlib.nullcontext()
-        with lock, session_scope(database_url) as session:
-            changed = store(session=session, kind=kind, models=valid)
+    valid, rejected = validate(kind=kind, records=records)
+    changed = store.write(database_url=database_url, kind=kind, models=valid) if valid else 0
     return IngestResult(accepted=len(valid), changed=changed, rejected=rejected)
+
+
+def require_accepted(*, result: IngestResult, batch: bool) -> IngestResult:
+    """``result`` when at least one record was stored; :class:`AllRejected` (every rejection listed) if none."""
+    if result.rejected and result.accepted == 0:
+        first = result.rejected[0]
+        where = f"record {first.index}: " if batch else ""
+        more = f" (and {len(result.rejected) - 1} more records)" if len(result.rejected) > 1 else ""
+        raise AllRejected(f"{where}{first.summary()}{more}", details=[r.as_dict() for r in result.rejected])
+    return result

@@ -1,4 +1,4 @@
-"""Profiler settings (``RECSYS_PROFILER_*`` plus the LLM knobs read by ``shared.llm``)."""
+"""Profiler settings (``RECSYS_PROFILER_*``; the LLM knobs ``shared.llm`` reads come from ``LlmSettings``)."""
 
 from __future__ import annotations
 
@@ -6,19 +6,14 @@ from functools import lru_cache
 
 from pydantic import Field
 
-from shared.config import CommonSettings
+from shared.config import LlmSettings
 
 
-class ProfilerSettings(CommonSettings):
-    """Defaults run offline on CPU with the packaged SmolLM2 GGUF; production sets a 7B id on GPU."""
+class ProfilerSettings(LlmSettings):
+    """Defaults run offline on CPU with the packaged SmolLM2 GGUF; production sets a 7B id on GPU.
 
-    # LLM (read by shared.llm.load_llm)
-    LLM_TIMEOUT_S: float = Field(
-        120.0, gt=0, description="wall clock per prompt (llama.cpp) / per batch (transformers)"
-    )
-    LLM_CONTEXT: int = Field(4096, ge=512, description="context window in tokens (llama.cpp)")
-    LLM_THREADS: int = Field(0, ge=0, description="CPU threads for llama.cpp; 0 = library default")
-    LLM_BATCH_SIZE: int = Field(8, ge=1, description="prompts per forward pass (transformers/GPU)")
+    Users generated per LLM batch: ``LLM_BATCH_SIZE`` (inherited, ``RECSYS_LLM_BATCH_SIZE``).
+    """
 
     # Trigger (reviews.v1 consumer)
     PROFILER_GROUP: str = Field("profiler-trigger", description="consumer group of the trigger")
@@ -29,7 +24,6 @@ class ProfilerSettings(CommonSettings):
     # Worker
     PROFILER_QUEUE: str = Field("profiler", description="Celery queue of the profile jobs")
     PROFILER_CONCURRENCY: int = Field(1, ge=1, description="worker processes (one model each)")
-    PROFILER_BATCH_SIZE: int = Field(8, ge=1, description="users generated per LLM batch")
     PROFILER_TASK_TIME_LIMIT_S: int = Field(900, ge=10, description="hard limit per task")
     PROFILER_MAX_RETRIES: int = Field(5, ge=0, description="task retries on infrastructure errors")
     PROFILER_VISIBILITY_TIMEOUT_S: int = Field(
@@ -58,5 +52,5 @@ class ProfilerSettings(CommonSettings):
 
 
 @lru_cache
-def get_profiler_settings() -> ProfilerSettings:
+def get_settings() -> ProfilerSettings:
     return ProfilerSettings()

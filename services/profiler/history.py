@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.records import get_field
 from shared.text import is_content, tokens
 
 FENCE_OPEN = "<reviews>"
@@ -70,10 +71,6 @@ def clean(text: str, limit: int) -> str:
     return cut + "…"
 
 
-def _get(row: Any, key: str, default: Any = None) -> Any:
-    return row.get(key, default) if isinstance(row, Mapping) else getattr(row, key, default)
-
-
 def build_history(
     user_id: str,
     reviews: Sequence[Any],
@@ -86,12 +83,12 @@ def build_history(
     """Select and order a user's reviews (dicts or ORM rows with the Amazon review fields)."""
     entries = [
         ReviewEntry(
-            parent_asin=str(_get(r, "parent_asin", "")),
-            item_title=clean(item_titles.get(str(_get(r, "parent_asin", "")), "") or "", 120),
-            rating=float(_get(r, "rating", 0) or 0),
-            timestamp=int(_get(r, "timestamp", 0) or 0),
-            title=clean(_get(r, "title", "") or "", 120),
-            text=clean(_get(r, "text", "") or "", review_chars),
+            parent_asin=str(get_field(r, "parent_asin", "")),
+            item_title=clean(item_titles.get(str(get_field(r, "parent_asin", "")), "") or "", 120),
+            rating=float(get_field(r, "rating", 0) or 0),
+            timestamp=int(get_field(r, "timestamp", 0) or 0),
+            title=clean(get_field(r, "title", "") or "", 120),
+            text=clean(get_field(r, "text", "") or "", review_chars),
         )
         for r in reviews
     ]
@@ -116,8 +113,8 @@ def build_history(
     selected = [e for i, e in enumerate(entries) if i in chosen]
     # Grounding evidence: every review's full text, not only the selected, truncated ones.
     evidence = " \n".join(
-        f"{item_titles.get(str(_get(r, 'parent_asin', '')), '') or ''} {_get(r, 'title', '') or ''} "
-        f"{_get(r, 'text', '') or ''}"
+        f"{item_titles.get(str(get_field(r, 'parent_asin', '')), '') or ''} {get_field(r, 'title', '') or ''} "
+        f"{get_field(r, 'text', '') or ''}"
         for r in reviews
     )
     return History(

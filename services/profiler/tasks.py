@@ -18,7 +18,8 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 from sqlalchemy.exc import OperationalError
 
-from services.profiler.config import ProfilerSettings, get_profiler_settings
+from services.profiler.config import ProfilerSettings, get_settings
+from shared import outbox
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -57,7 +58,7 @@ def make_celery(settings: ProfilerSettings) -> Celery:
     return app
 
 
-settings = get_profiler_settings()
+settings = get_settings()
 celery_app = make_celery(settings)
 
 _llm: Any = None
@@ -99,10 +100,8 @@ def _warm_up_solo(sender: Any = None, **_: Any) -> None:  # solo pool: the main 
 
 @worker_shutdown.connect
 @worker_process_shutdown.connect
-def _close_producers(**_: Any) -> None:  # flush and close the direct-publish producer on the way out
-    from services.profiler.service import close_producers
-
-    close_producers()
+def _close_publishers(**_: Any) -> None:  # flush and close the direct-publish producer on the way out
+    outbox.close_publishers()
 
 
 @celery_app.task(
@@ -118,7 +117,7 @@ def build_profile(self: Any, user_ids: list[str], force: bool = False) -> dict[s
     """Rebuild the profiles of ``user_ids`` from the DB (idempotent)."""
     from services.profiler.service import build_profiles
 
-    rows = build_profiles(user_ids, settings=settings, llm=_get_llm(), force=force)
+    rows = build_profiles(user_ids=user_ids, settings=settings, llm=_get_llm(), force=force)
     return {"written": [(r.user_id, r.version, r.status, r.source) for r in rows]}
 
 

@@ -20,8 +20,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import TopicPartition
 from prometheus_client import Counter
 
-from services.profiler.config import ProfilerSettings
-from shared.config import CommonSettings
+from services.profiler.config import ProfilerSettings, get_settings
 from shared.events import REVIEWS, ReviewEvent
 from shared.kafka import ConsumerLoop, decode_value, ensure_topics
 from shared.logging import get_logger
@@ -112,53 +111,46 @@ class Debouncer:
         return safe
 
 
-def _as_profiler_settings(settings: CommonSettings) -> ProfilerSettings:
-    if isinstance(settings, ProfilerSettings):
-        return settings
-    return ProfilerSettings(**settings.model_dump())
-
-
 def _provisional_then_enqueue(app: Any, users: list[str], *, settings: ProfilerSettings,
                               enqueue: Callable[..., None]) -> None:
     if settings.PROFILER_PROVISIONAL:
         from services.profiler.service import write_provisional
 
         try:
-            write_provisional(users, settings=settings)
+            write_provisional(user_ids=users, settings=settings)
         except Exception:  # the LLM job below still builds the profile
             log.exception("provisional profiles failed", extra={"users": len(users)})
     enqueue(app, users, queue=settings.PROFILER_QUEUE)
 
 
-def make_trigger(settings: CommonSettings, *, celery_app: Any = None) -> tuple[ConsumerLoop, Debouncer]:
+def make_trigger(settings: ProfilerSettings, *, celery_app: Any = None) -> tuple[ConsumerLoop, Debouncer]:
     """The trigger's consumer loop and debouncer (``loop.run()`` blocks; ``loop.stop()`` ends it)."""
     from services.profiler.tasks import enqueue, make_celery
 
-    s = _as_profiler_settings(settings)
-    app = celery_app or make_celery(s)
+    app = celery_app or make_celery(settings)
     debouncer = Debouncer(
-        enqueue=lambda users: _provisional_then_enqueue(app, users, settings=s, enqueue=enqueue),
-        debounce_s=s.PROFILER_DEBOUNCE_S,
-        max_wait_s=s.PROFILER_MAX_WAIT_S,
-        users_per_task=s.PROFILER_USERS_PER_TASK,
+        enqueue=lambda users: _provisional_then_enqueue(app, users, settings=settings, enqueue=enqueue),
+        debounce_s=settings.PROFILER_DEBOUNCE_S,
+        max_wait_s=settings.PROFILER_MAX_WAIT_S,
+        users_per_task=settings.PROFILER_USERS_PER_TASK,
     )
     loop = ConsumerLoop(
-        settings=s,
+        settings=settings,
         topics=[REVIEWS],
-        group_id=s.PROFILER_GROUP,
+        group_id=settings.PROFILER_GROUP,
         handler=debouncer.add,
         flush=debouncer.flush,
         name="profiler-trigger",
-        poll_timeout_ms=int(min(500, max(50, s.PROFILER_DEBOUNCE_S * 250))),
+        poll_timeout_ms=int(min(500, max(50, settings.PROFILER_DEBOUNCE_S * 250))),
     )
     return loop, debouncer
 
 
-def run(settings: CommonSettings) -> int:
+def run(*, settings: ProfilerSettings | None = None) -> int:
     """``recsys consume profiler-trigger``: run until SIGTERM (queued users are flushed on the way out)."""
-    s = _as_profiler_settings(settings)
-    ensure_topics(s, [REVIEWS])
-    loop, _ = make_trigger(s)
+    settings = settings or get_settings()
+    ensure_topics(settings, [REVIEWS])
+    loop, _ = make_trigger(settings)
     loop.install_signal_handlers()
     loop.run()
     return 0

@@ -2,19 +2,18 @@
 
 Used by the HTTP service, the gateway's fallbacks and the offline evaluation alike; nothing here
 touches the network or the database. Inputs: an :class:`IndexSnapshot`, a :class:`Catalog`, a
-:class:`UserContext` (history + optional profile) and :class:`RankingParams`.
+:class:`UserSignals` (history + optional profile) and :class:`RankingParams`.
 
 * ``hybrid``: user vector -> FAISS top N -> re-rank by cosine to profile and user vector, drop items
   under the minimum rating and the ones already reviewed or excluded, optional ALS blend -> MMR.
 * ``llm_only``: items rated >= 4.0 by >= 5 people -> summary vs title vectors (top 300) -> summary vs
   title+features vectors (top 50); the explainer's LLM re-ranks them.
 * ``popular`` / cold start: Bayesian-average popularity, a deterministic per-user shuffle within the
-  top tier and a round-robin over categories.
+  top tier and a round-robin over categories (``shared.popularity.pick_popular``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,8 +23,9 @@ import numpy as np
 
 from services.retriever.catalog import Catalog, ItemInfo
 from services.retriever.index import IndexSnapshot
+from shared.popularity import DEFAULT_TEMPERATURE, pick_popular
 
-Strategy = Literal["hybrid", "llm_only", "popular"]
+CandidateStrategy = Literal["hybrid", "llm_only", "popular"]
 Source = Literal["hybrid", "llm_only", "popular", "als"]
 DAY_MS = 86_400_000
 
@@ -44,7 +44,7 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True)
-class UserContext:
+class UserSignals:
     """What is known about the user at query time."""
 
     user_id: str | None = None
@@ -74,7 +74,7 @@ class RankingParams:
     llm_title_top: int = 300
     llm_k: int = 50
     cold_tier: int = 50
-    cold_temperature: float = 0.15  # stars of Gumbel noise in the per-user shuffle
+    cold_temperature: float = DEFAULT_TEMPERATURE  # stars of Gumbel noise in the per-user shuffle
 
     @classmethod
     def from_settings(cls, s: Any) -> RankingParams:
@@ -107,7 +107,7 @@ class Candidate:
 
 @dataclass(frozen=True)
 class CandidateResult:
-    strategy: Strategy
+    strategy: CandidateStrategy
     cold_start: bool
     index_version: str
     items: list[Candidate] = field(default_factory=list)
@@ -184,7 +184,7 @@ def embed_text(encoder: TextEncoder | None, text: str | None) -> np.ndarray | No
 
 
 def user_vectors(
-    user: UserContext, index: IndexSnapshot, params: RankingParams, encoder: TextEncoder | None
+    user: UserSignals, index: IndexSnapshot, params: RankingParams, encoder: TextEncoder | None
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(blended user vector, profile vector); the history alone serves while the profile is pending."""
     profile = _unit(user.profile_vector) if user.profile_vector is not None else None
@@ -228,7 +228,7 @@ def hybrid_candidates(
     *,
     index: IndexSnapshot,
     catalog: Catalog,
-    user: UserContext,
+    user: UserSignals,
     k: int,
     params: RankingParams,
     exclude: Iterable[str] = (),
@@ -349,7 +349,7 @@ def llm_only_candidates(
     *,
     index: IndexSnapshot,
     catalog: Catalog,
-    user: UserContext,
+    user: UserSignals,
     k: int | None,
     params: RankingParams,
     exclude: Iterable[str] = (),
@@ -363,7 +363,7 @@ def llm_only_candidates(
         query = embed_text(encoder, user.profile_text)
     if query is None:
         query, _ = user_vectors(
-            UserContext(user_id=user.user_id, history=user.history, profile_vector=user.profile_vector),
+            UserSignals(user_id=user.user_id, history=user.history, profile_vector=user.profile_vector),
             index,
             params,
             encoder,
@@ -397,19 +397,15 @@ def llm_only_candidates(
     return CandidateResult("llm_only", False, index.version_label, items)
 
 
-def user_seed(user_id: str | None) -> int:
-    return int.from_bytes(hashlib.sha1((user_id or "").encode()).digest()[:8], "little")
-
-
 def popular_candidates(
     *,
     catalog: Catalog,
-    user: UserContext,
+    user: UserSignals,
     k: int,
     params: RankingParams,
     exclude: Iterable[str] = (),
     index_version: str = "",
-    strategy: Strategy = "popular",
+    strategy: CandidateStrategy = "popular",
     cold_start: bool | None = None,
 ) -> CandidateResult:
     """Popular items for this user: top tier by Bayesian average, shuffled per user, mixed by category.
@@ -417,38 +413,24 @@ def popular_candidates(
     ``cold_start`` defaults to "the user has neither history nor profile".
     """
     banned = set(exclude) | {h.parent_asin for h in user.history}
-    tier_size = max(params.cold_tier, 3 * k)
-    tier: list[ItemInfo] = []
-    for info in catalog.popular_order():
-        if info.parent_asin not in banned and _passes_rating(info, params):
-            tier.append(info)
-            if len(tier) == tier_size:
-                break
-    rng = np.random.default_rng(user_seed(user.user_id))
-    noise = rng.gumbel(size=len(tier)) * params.cold_temperature
-    shuffled = [
-        tier[i] for i in np.argsort(-(np.asarray([t.bayes_score for t in tier]) + noise), kind="stable")
-    ]
-    by_cat: dict[str, list[ItemInfo]] = {}
-    for info in shuffled:
-        by_cat.setdefault(info.main_category or "", []).append(info)
-    picked: list[ItemInfo] = []
-    queues = list(by_cat.values())  # categories in the order of their best (shuffled) item
-    while len(picked) < k and queues:
-        for q in queues:
-            if q and len(picked) < k:
-                picked.append(q.pop(0))
-        queues = [q for q in queues if q]
+    picked = pick_popular(
+        (info for info in catalog.popular_order() if _passes_rating(info, params)),
+        user_id=user.user_id,
+        k=k,
+        exclude=banned,
+        tier=params.cold_tier,
+        temperature=params.cold_temperature,
+    )
     items = [Candidate(i.parent_asin, float(i.bayes_score), "popular", i) for i in picked]
     return CandidateResult(strategy, user.is_cold if cold_start is None else cold_start, index_version, items)
 
 
 def generate_candidates(
     *,
-    strategy: Strategy,
+    strategy: CandidateStrategy,
     index: IndexSnapshot,
     catalog: Catalog,
-    user: UserContext,
+    user: UserSignals,
     k: int,
     params: RankingParams,
     exclude: Iterable[str] = (),

@@ -11,7 +11,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.popularity import DEFAULT_PRIOR_COUNT, ItemStats, combine_stats, global_mean, review_aggregates
+from shared.popularity import (
+    DEFAULT_PRIOR_COUNT,
+    ItemStats,
+    combine_stats,
+    global_mean,
+    rank_popular,
+    review_aggregates,
+)
+from shared.records import get_field
 
 MAX_FEATURES = 10
 MAX_FEATURE_CHARS = 300
@@ -32,6 +40,11 @@ class ItemInfo:
     meta_average: float | None = None
     meta_count: int | None = None
 
+    @property
+    def score(self) -> float:
+        """The popularity score (``shared.popularity.pick_popular`` reads it)."""
+        return self.bayes_score
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "parent_asin": self.parent_asin,
@@ -49,22 +62,18 @@ def _features(raw: Any) -> tuple[str, ...]:
     return tuple(str(f)[:MAX_FEATURE_CHARS] for f in raw[:MAX_FEATURES] if isinstance(f, str) and f.strip())
 
 
-def _get(obj: Any, name: str) -> Any:
-    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
-
-
 def make_info(item: Any, stats: ItemStats) -> ItemInfo:
-    avg = _get(item, "average_rating")
+    avg = get_field(item, "average_rating")
     return ItemInfo(
-        parent_asin=str(_get(item, "parent_asin")),
-        title=str(_get(item, "title") or ""),
-        main_category=_get(item, "main_category"),
-        features=_features(_get(item, "features")),
+        parent_asin=str(get_field(item, "parent_asin")),
+        title=str(get_field(item, "title") or ""),
+        main_category=get_field(item, "main_category"),
+        features=_features(get_field(item, "features")),
         average_rating=None if stats.average_rating is None else round(stats.average_rating, 3),
         rating_number=stats.rating_number,
         bayes_score=stats.bayes_score,
         meta_average=None if avg is None else float(avg),
-        meta_count=_get(item, "rating_number"),
+        meta_count=get_field(item, "rating_number"),
     )
 
 
@@ -102,12 +111,12 @@ class Catalog:
         mean = global_mean(items, agg)
         out: dict[str, ItemInfo] = {}
         for it in items:
-            asin = str(_get(it, "parent_asin"))
+            asin = str(get_field(it, "parent_asin"))
             rs, rn = agg.get(asin, (0.0, 0))
-            avg = _get(it, "average_rating")
+            avg = get_field(it, "average_rating")
             stats = combine_stats(
                 meta_average=None if avg is None else float(avg),
-                meta_count=_get(it, "rating_number"),
+                meta_count=get_field(it, "rating_number"),
                 review_sum=rs,
                 review_count=rn,
                 prior_mean=mean,
@@ -130,7 +139,7 @@ class Catalog:
         out = dict(self.items)
         for asin in removed:
             out.pop(asin, None)
-        changed: dict[str, Any] = {str(_get(it, "parent_asin")): it for it in items}
+        changed: dict[str, Any] = {str(get_field(it, "parent_asin")): it for it in items}
         touched = set(changed) | (set(aggregates) if aggregates else set())
         for asin in touched:
             src: Any = changed.get(asin)
@@ -147,10 +156,10 @@ class Catalog:
                     "rating_number": old.meta_count,
                 }
             rs, rn = agg.get(asin, (0.0, 0))
-            avg = _get(src, "average_rating")
+            avg = get_field(src, "average_rating")
             stats = combine_stats(
                 meta_average=None if avg is None else float(avg),
-                meta_count=_get(src, "rating_number"),
+                meta_count=get_field(src, "rating_number"),
                 review_sum=rs,
                 review_count=rn,
                 prior_mean=self.prior_mean,
@@ -162,9 +171,5 @@ class Catalog:
     def popular_order(self) -> list[ItemInfo]:
         """Rated items by Bayesian average, best first (all items when none is rated)."""
         if "popular" not in self.derived:
-            rated = [i for i in self.items.values() if i.rating_number > 0 or i.average_rating is not None]
-            pool = rated or list(self.items.values())
-            self.derived["popular"] = sorted(
-                pool, key=lambda i: (-i.bayes_score, -i.rating_number, i.parent_asin)
-            )
+            self.derived["popular"] = rank_popular(self.items.values())
         return self.derived["popular"]

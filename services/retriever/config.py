@@ -11,7 +11,11 @@ from shared.config import CommonSettings
 
 
 class RetrieverSettings(CommonSettings):
-    """Defaults follow the study (top 200, min rating 3.3, llm_only 4.0 / 5 ratings / 300 / 50)."""
+    """Defaults follow the study (top 200, min rating 3.3, llm_only 4.0 / 5 ratings / 300 / 50).
+
+    ``RETRIEVER_HISTORY_MAX`` (the history vector's most recent reviews) and ``ALS_SERVING_KIND`` (the
+    live ALS model kind hybrid blends) are common settings: the gateway and the ALS service read them too.
+    """
 
     # Index
     RETRIEVER_INDEX_KIND: Literal["flat", "flat_fp16", "hnsw", "ivf"] = Field(
@@ -65,9 +69,6 @@ class RetrieverSettings(CommonSettings):
     )
     RETRIEVER_RECENCY_HALF_LIFE_DAYS: float = Field(default=180.0, gt=0)
     RETRIEVER_DISLIKE_WEIGHT: float = Field(default=0.5, ge=0, description="push of items rated <= 2")
-    RETRIEVER_HISTORY_MAX: int = Field(
-        default=200, ge=1, description="most recent reviews used for the history vector"
-    )
     RETRIEVER_ALS_WEIGHT: float = Field(default=0.3, ge=0, le=1, description="ALS share of the blended score")
     RETRIEVER_ALS_BLEND: int = Field(
         default=50,
@@ -76,7 +77,6 @@ class RetrieverSettings(CommonSettings):
         description="hybrid: the user's top-N of the live ALS model (read from the DB, as the ALS service "
         "stores it) blended into the candidates when the caller sends none; 0 = only what callers send",
     )
-    ALS_SERVING_KIND: str = Field("explicit", description="which live ALS model kind hybrid blends")
     RETRIEVER_USER_CACHE_SIZE: int = Field(
         default=20_000,
         ge=0,
@@ -87,11 +87,8 @@ class RetrieverSettings(CommonSettings):
     RETRIEVER_LLM_MIN_COUNT: int = Field(default=5, ge=0)
     RETRIEVER_LLM_TITLE_TOP: int = Field(default=300, ge=1)
     RETRIEVER_LLM_K: int = Field(default=50, ge=1)
-    RETRIEVER_BAYES_PRIOR_COUNT: float = Field(default=10.0, ge=0, description="C in (C*m + sum)/(C + n)")
-    RETRIEVER_COLD_TIER: int = Field(default=50, ge=1, description="popular items shuffled per user")
-    RETRIEVER_MAX_K: int = Field(default=200, ge=1)
 
 
 @lru_cache
-def get_retriever_settings() -> RetrieverSettings:
+def get_settings() -> RetrieverSettings:
     return RetrieverSettings()

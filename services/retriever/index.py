@@ -1,4 +1,4 @@
-"""The item vector index: an immutable FAISS snapshot, copy-on-write updates, atomic persistence.
+"""The item vector index: an immutable FAISS snapshot with copy-on-write updates.
 
 * Vectors are unit-normalized, so inner product = cosine. ``flat`` (exact ``IndexFlatIP``) is the
   default; ``hnsw`` and ``ivf`` are for large catalogs. Flat and HNSW sit in an ``IndexIDMap2``
@@ -9,38 +9,22 @@
   slot; the old slot is removed from flat/IVF indexes and left dead in HNSW (which cannot remove),
   where searches over-fetch by the number of dead slots. Past 25% dead slots the snapshot is
   rebuilt compactly.
-* :class:`SnapshotStore` writes a snapshot into a temporary directory, renames it into place
-  (atomic on POSIX) and then replaces ``manifest.json``; readers only follow the manifest, so they
-  never see a half-written snapshot. Versions increase monotonically under a file lock.
+* Persisting snapshots (versioned directories and the manifest) is :mod:`services.retriever.store`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-import json
-import os
-import shutil
 import threading
 import time
-import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import faiss
 import numpy as np
 
-from shared.logging import get_logger
-
-log = get_logger(__name__)
-
 IndexKind = Literal["flat", "flat_fp16", "hnsw", "ivf"]
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
 COMPACT_DEAD_FRACTION = 0.25
 
 
@@ -105,7 +89,7 @@ def item_fingerprint(parent_asin: str, content_hash: str) -> int:
     return int.from_bytes(hashlib.sha1(f"{parent_asin}\x1f{content_hash}".encode()).digest()[:8], "little")
 
 
-def _new_faiss(config: IndexConfig, dim: int, train: np.ndarray) -> faiss.Index:
+def new_faiss_index(config: IndexConfig, dim: int, train: np.ndarray) -> faiss.Index:
     if config.kind == "flat":
         inner: faiss.Index = faiss.IndexFlatIP(dim)
     elif config.kind == "flat_fp16":
@@ -132,7 +116,7 @@ def _new_faiss(config: IndexConfig, dim: int, train: np.ndarray) -> faiss.Index:
     return faiss.IndexIDMap2(inner)
 
 
-def _tune(index: faiss.Index, config: IndexConfig) -> None:
+def tune_index(index: faiss.Index, config: IndexConfig) -> None:
     """Search-time parameters are not all persisted by write_index; set them after every load."""
     inner = _inner(index)
     if isinstance(inner, faiss.IndexHNSW):
@@ -146,7 +130,7 @@ def _inner(index: faiss.Index) -> faiss.Index:
     return faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
 
 
-def _kind_of(index: faiss.Index) -> IndexKind:
+def index_kind(index: faiss.Index) -> IndexKind:
     inner = _inner(index)
     if isinstance(inner, faiss.IndexHNSW):
         return "hnsw"
@@ -204,7 +188,7 @@ class IndexSnapshot:
         rows = list(latest.values())
         vectors = _stack([r.vector for r in rows], dim)
         titles = _stack([r.title_vector for r in rows], dim)
-        index = _new_faiss(config, dim, vectors)
+        index = new_faiss_index(config, dim, vectors)
         if len(rows):
             index.add_with_ids(vectors, np.arange(len(rows), dtype=np.int64))
         fp = 0
@@ -267,7 +251,7 @@ class IndexSnapshot:
             )
 
         index = faiss.clone_index(self.index)
-        _tune(index, config)
+        tune_index(index, config)
         dead_in_index = self.dead_in_index
         if dead_slots:
             if self.kind == "hnsw":
@@ -310,6 +294,10 @@ class IndexSnapshot:
             dead_in_index=dead_in_index,
             db_state=dict(state),
         )
+
+    def with_version(self, version: int) -> IndexSnapshot:
+        """This snapshot under the version the store persisted it as."""
+        return self._replace(version=version)
 
     def _replace(self, **changes: Any) -> IndexSnapshot:
         fields = {f: getattr(self, f) for f in self.__dataclass_fields__ if f != "derived"}
@@ -371,185 +359,8 @@ class IndexSnapshot:
             self.derived[key] = np.asarray([a is not None for a in self.slot_asin], dtype=bool)
         return self.derived[key]
 
-    def live_slots(self) -> np.ndarray:
-        key = "live_slots"
-        if key not in self.derived:
-            self.derived[key] = np.asarray(
-                [s for s, a in enumerate(self.slot_asin) if a is not None], np.int64
-            )
-        return self.derived[key]
-
 
 def _stack(vecs: Sequence[np.ndarray], dim: int) -> np.ndarray:
     if not vecs:
         return np.zeros((0, dim), dtype=np.float32)
     return np.ascontiguousarray(np.vstack(vecs), dtype=np.float32)
-
-
-class SnapshotStore:
-    """Versioned snapshot directories under ``root`` plus a manifest naming the current one."""
-
-    def __init__(self, root: Path, *, keep: int = 3) -> None:
-        self.root = Path(root)
-        self.keep = keep
-
-    @contextmanager
-    def _flock(self, name: str) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / name, "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
-    def _locked(self) -> contextlib.AbstractContextManager[None]:
-        """Serializes writers of versions and the manifest (across processes)."""
-        return self._flock(".lock")
-
-    def bootstrap_lock(self) -> contextlib.AbstractContextManager[None]:
-        """Held while a process catches a snapshot up with the DB (long: may embed the catalog)."""
-        return self._flock(".bootstrap.lock")
-
-    def manifest(self) -> dict[str, Any] | None:
-        path = self.root / MANIFEST
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except ValueError as e:  # cannot happen with os.replace; say so loudly if it does
-            raise SnapshotError(f"corrupt index manifest {path}: {e}") from e
-
-    def latest_version(self) -> int:
-        m = self.manifest()
-        return int(m["version"]) if m else 0
-
-    def save(self, snap: IndexSnapshot) -> IndexSnapshot:
-        """Persist ``snap`` as the next version and point the manifest at it; returns it versioned."""
-        with self._locked():
-            existing = [int(p.name[1:]) for p in self.root.glob("v*") if p.name[1:].isdigit()]
-            version = max([self.latest_version(), *existing, 0]) + 1
-            tmp = self.root / f".tmp-{uuid.uuid4().hex}"
-            tmp.mkdir()
-            try:
-                if snap.kind != "flat":  # flat is rebuilt from vectors.npy on load
-                    faiss.write_index(snap.index, str(tmp / "index.faiss"))
-                np.save(tmp / "vectors.npy", snap.vectors)
-                np.save(tmp / "title_vectors.npy", snap.title_vectors)
-                meta = {
-                    "format": FORMAT_VERSION,
-                    "version": version,
-                    "model_name": snap.model_name,
-                    "dim": snap.dim,
-                    "kind": snap.kind,
-                    "fingerprint": f"{snap.fingerprint:016x}",
-                    "db_state": snap.db_state,
-                    "dead_in_index": snap.dead_in_index,
-                    "n_items": len(snap),
-                    "created_at": time.time(),
-                    "slot_asin": list(snap.slot_asin),
-                    "hashes": snap.hashes,
-                }
-                (tmp / "meta.json").write_text(json.dumps(meta, separators=(",", ":")))
-                for p in tmp.iterdir():
-                    _fsync(p)
-                final = self.root / f"v{version:010d}"
-                os.rename(tmp, final)
-                _fsync_dir(self.root)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            manifest = {
-                k: meta[k]
-                for k in (
-                    "format",
-                    "version",
-                    "model_name",
-                    "dim",
-                    "kind",
-                    "fingerprint",
-                    "db_state",
-                    "n_items",
-                    "created_at",
-                )
-            } | {"dir": final.name}
-            mtmp = self.root / f".manifest-{uuid.uuid4().hex}"
-            mtmp.write_text(json.dumps(manifest))
-            _fsync(mtmp)
-            os.replace(mtmp, self.root / MANIFEST)
-            _fsync_dir(self.root)
-            self._prune(version)
-        log.info("index snapshot saved", extra={"version": version, "items": len(snap), "kind": snap.kind})
-        return snap._replace(version=version)
-
-    def load(self, *, config: IndexConfig) -> IndexSnapshot | None:
-        """The snapshot the manifest names, or None when there is none yet."""
-        for attempt in range(3):
-            m = self.manifest()
-            if m is None:
-                return None
-            try:
-                return self._load_dir(self.root / m["dir"], config)
-            except FileNotFoundError:  # pruned by a fast writer between manifest and files: re-read
-                if attempt == 2:
-                    raise
-        return None
-
-    def _load_dir(self, path: Path, config: IndexConfig) -> IndexSnapshot:
-        meta = json.loads((path / "meta.json").read_text())
-        if meta.get("format") != FORMAT_VERSION:
-            raise SnapshotError(f"snapshot {path} has format {meta.get('format')}, expected {FORMAT_VERSION}")
-        slot_asin = tuple(meta["slot_asin"])
-        vectors = np.load(path / "vectors.npy")
-        title_vectors = np.load(path / "title_vectors.npy")
-        if meta["kind"] == "flat":
-            # flat storage is the vectors themselves: rebuilt in a memcpy instead of stored twice
-            live = np.asarray([s for s, a in enumerate(slot_asin) if a is not None], dtype=np.int64)
-            index = _new_faiss(IndexConfig(kind="flat"), int(meta["dim"]), vectors[:0])
-            if len(live):
-                index.add_with_ids(np.ascontiguousarray(vectors[live]), live)
-        else:
-            index = faiss.read_index(str(path / "index.faiss"))
-        _tune(index, config)
-        return IndexSnapshot(
-            index=index,
-            slot_asin=slot_asin,
-            vectors=vectors,
-            title_vectors=title_vectors,
-            hashes=dict(meta["hashes"]),
-            asin_slot={a: s for s, a in enumerate(slot_asin) if a is not None},
-            model_name=meta["model_name"],
-            dim=int(meta["dim"]),
-            kind=_kind_of(index),
-            fingerprint=int(meta["fingerprint"], 16),
-            version=int(meta["version"]),
-            dead_in_index=int(meta.get("dead_in_index", 0)),
-            db_state=dict(meta.get("db_state") or {}),
-            created_at=float(meta["created_at"]),
-        )
-
-    def _prune(self, current: int) -> None:
-        dirs = sorted(
-            (p for p in self.root.glob("v*") if p.name[1:].isdigit()), key=lambda p: int(p.name[1:])
-        )
-        for p in dirs[: -self.keep]:
-            if int(p.name[1:]) != current:
-                shutil.rmtree(p, ignore_errors=True)
-        for p in self.root.glob(".tmp-*"):  # leftovers of a crash mid-write
-            if time.time() - p.stat().st_mtime > 3600:
-                shutil.rmtree(p, ignore_errors=True)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        _fsync(path)
-    except OSError:  # some filesystems refuse fsync on directories; rename is still atomic
-        pass

@@ -17,12 +17,11 @@ from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import Counter, Histogram
 
 from services.retriever.candidates import TextEncoder
-from services.retriever.config import RetrieverSettings
-from services.retriever.index import IndexConfig, IndexSnapshot, SnapshotStore
-from services.retriever.repository import item_rows, items_db_state
+from services.retriever.config import RetrieverSettings, get_settings
+from services.retriever.index import IndexConfig, IndexSnapshot
+from services.retriever.store import SnapshotStore, index_store, item_rows, items_db_state
 from services.retriever.sync import bootstrap, content_key, embed_items, load_compatible
 from shared import events
-from shared.config import CommonSettings
 from shared.db import session_scope
 from shared.events import ItemEvent
 from shared.kafka import ConsumerLoop, decode_value, ensure_topics
@@ -38,16 +37,6 @@ EVENTS_SKIPPED = Counter(
 BATCH_SECONDS = Histogram(
     "recsys_retriever_index_batch_seconds", "indexer micro-batch duration", buckets=LATENCY_BUCKETS
 )
-
-
-def as_retriever_settings(settings: CommonSettings) -> RetrieverSettings:
-    if isinstance(settings, RetrieverSettings):
-        return settings
-    return RetrieverSettings(**settings.model_dump())
-
-
-def index_store(settings: RetrieverSettings) -> SnapshotStore:
-    return SnapshotStore(settings.HOME / "index", keep=settings.RETRIEVER_SNAPSHOTS_KEPT)
 
 
 class Indexer:
@@ -175,9 +164,9 @@ def build_loop(settings: RetrieverSettings, indexer: Indexer) -> ConsumerLoop:
     )
 
 
-def run(settings: CommonSettings) -> int:
+def run(*, settings: RetrieverSettings | None = None) -> int:
     """``recsys consume retriever-indexer``: bootstrap from the DB, then follow items.v1 until SIGTERM."""
-    s = as_retriever_settings(settings)
+    s = settings or get_settings()
     s.ensure_home()
     ensure_topics(s, [events.ITEMS])
     indexer = Indexer(s)

@@ -16,11 +16,11 @@ import numpy as np
 
 from services.retriever.candidates import (
     CandidateResult,
+    CandidateStrategy,
     HistoryEntry,
     RankingParams,
-    Strategy,
     TextEncoder,
-    UserContext,
+    UserSignals,
     generate_candidates,
 )
 from services.retriever.catalog import Catalog
@@ -83,7 +83,7 @@ class OfflineRetriever:
     def candidates(
         self,
         *,
-        strategy: Strategy = "hybrid",
+        strategy: CandidateStrategy = "hybrid",
         user_id: str | None = None,
         history: Sequence[HistoryEntry] = (),
         profile_text: str | None = None,
@@ -92,7 +92,7 @@ class OfflineRetriever:
         exclude: Iterable[str] = (),
         als_candidates: Sequence[tuple[str, float]] | None = None,
     ) -> CandidateResult:
-        user = UserContext(
+        user = UserSignals(
             user_id=user_id, history=tuple(history), profile_vector=profile_vector, profile_text=profile_text
         )
         return generate_candidates(

@@ -1,15 +1,16 @@
-"""The retriever's runtime: current snapshot and catalog (swapped by reference), user lookups, queries.
+"""The retriever's runtime: current snapshot and catalog (swapped by reference), refresh, queries.
 
 A background thread bootstraps the index (newest snapshot, caught up with the DB), then polls the
 snapshot manifest every ``RETRIEVER_POLL_S`` and refreshes the catalog statistics every
 ``RETRIEVER_CATALOG_REFRESH_S``. Requests read ``self._snapshot`` / ``self._catalog`` once and keep
-that reference for the whole query, so a swap mid-query is invisible to them.
+that reference for the whole query, so a swap mid-query is invisible to them. What a query knows
+about its user (history, stored profile, profile vector, ALS top-N) comes from
+:class:`services.retriever.users.UserLookup`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import socket
 import threading
@@ -17,40 +18,27 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import Connection, text
 
 from services.retriever.candidates import (
     CandidateResult,
+    CandidateStrategy,
     HistoryEntry,
     RankingParams,
-    Strategy,
     TextEncoder,
-    UserContext,
     generate_candidates,
 )
 from services.retriever.catalog import Catalog
 from services.retriever.config import RetrieverSettings
-from services.retriever.index import IndexConfig, IndexSnapshot, SnapshotStore, set_search_threads
-from services.retriever.indexer import index_store
-from services.retriever.repository import (
-    CatalogCursor,
-    StoredProfile,
-    load_catalog,
-    load_history,
-    load_profile,
-    refresh_catalog,
-)
+from services.retriever.index import IndexConfig, IndexSnapshot, set_search_threads
+from services.retriever.store import CatalogCursor, SnapshotStore, index_store, load_catalog, refresh_catalog
 from services.retriever.sync import bootstrap, load_compatible
+from services.retriever.users import RequestConnection, UserLookup
 from shared import events
-from shared.als_topn import LiveVersion, user_topn
-from shared.db import read_connection, session_scope
-from shared.embeddings import from_bytes
+from shared.db import database_check, session_scope
 from shared.events import ProfileEvent
 from shared.http import DomainError, NotFound
 from shared.logging import get_logger
-from shared.lru import LruCache
 
 log = get_logger(__name__)
 
@@ -63,11 +51,6 @@ QUERY_SECONDS = Histogram(
 INDEX_ITEMS = Gauge("recsys_retriever_index_items", "items in the served index")
 INDEX_VERSION = Gauge("recsys_retriever_index_version", "version of the served index snapshot")
 SWAPS = Counter("recsys_retriever_index_swaps_total", "index snapshots swapped in")
-ALS_BLEND = Counter("recsys_retriever_als_blend_total", "hybrid requests by ALS blend outcome", ["result"])
-HISTORY_SOURCE = Counter(
-    "recsys_retriever_history_total", "where a request's user history came from", ["source"]
-)
-PROFILE_CACHE = Counter("recsys_retriever_profile_vectors_total", "profile vector lookups", ["result"])
 
 
 class IndexNotReady(DomainError):
@@ -75,21 +58,9 @@ class IndexNotReady(DomainError):
     code = "index_not_ready"
 
 
-class _RequestConnection:
-    """One read connection per request, opened on first use (none when every read is answered by the
-    request or the caches)."""
-
-    def __init__(self, url: str, stack: contextlib.ExitStack) -> None:
-        self.url, self.stack = url, stack
-        self._conn: Connection | None = None
-
-    def __call__(self) -> Connection:
-        if self._conn is None:
-            self._conn = self.stack.enter_context(read_connection(self.url))
-        return self._conn
-
-
 class RetrieverService:
+    """The HTTP process' state: model, snapshot, catalog, refresher and profile-listener threads."""
+
     def __init__(
         self,
         settings: RetrieverSettings,
@@ -101,18 +72,8 @@ class RetrieverService:
         self.params = RankingParams.from_settings(settings)
         self.config = IndexConfig.from_settings(settings)
         self.store = store or index_store(settings)
-        self.encoder = encoder
-        self.profiles: LruCache[tuple[str, int], np.ndarray] = LruCache(50_000)
-        # (user_id, profile version the caller saw) -> StoredProfile | None. The content is read after
-        # the caller's own read, so it is never older than the key's version, and every profile write
-        # bumps the version: nothing to invalidate.
-        self.stored_profiles: LruCache[tuple[str, int], StoredProfile | None] = LruCache(
-            settings.RETRIEVER_USER_CACHE_SIZE
-        )
-        # (user_id, ALS model version) -> top-N: a version's stored rows never change.
-        self.als_rows: LruCache[tuple[str, int], list[tuple[str, float]]] = LruCache(
-            settings.RETRIEVER_USER_CACHE_SIZE
-        )
+        # the user side of queries: signals, profile and ALS caches (holds the encoder once loaded)
+        self.users = UserLookup(settings, params=self.params, encoder=encoder)
         self._snapshot: IndexSnapshot | None = None
         self._catalog: Catalog | None = None
         self._cursor: CatalogCursor | None = None
@@ -120,14 +81,17 @@ class RetrieverService:
         self._threads: list[threading.Thread] = []
         self._profile_loop: Any = None
         self.last_error: str | None = None
-        self.als_live = LiveVersion(settings.database_url, kind=settings.ALS_SERVING_KIND)
+
+    @property
+    def encoder(self) -> TextEncoder | None:
+        return self.users.encoder
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def load_model(self) -> None:
         if self.encoder is None:
             from shared.embeddings import get_encoder
 
-            self.encoder = get_encoder(self.settings.EMBEDDING_MODEL, self.settings.DEVICE)
+            self.users.encoder = get_encoder(self.settings.EMBEDDING_MODEL, self.settings.DEVICE)
 
     def start(self) -> None:
         """Load the model (raises if it cannot), then bootstrap and poll in the background."""
@@ -279,34 +243,8 @@ class RetrieverService:
                     "invalid profiles.v1 event skipped", extra={"partition": r.partition, "offset": r.offset}
                 )
                 continue
-            if ev.status != "ready":
-                continue
-            if ev.embedding and self.encoder is not None and len(ev.embedding) == self.encoder.dim:
-                self.profiles.put((ev.user_id, ev.version), np.asarray(ev.embedding, dtype=np.float32))
-                continue
-            with read_connection(self.settings.database_url) as conn:
-                stored = load_profile(conn, ev.user_id)
-            if stored is not None:
-                self.profile_vector(stored)
-
-    def profile_vector(self, stored: StoredProfile) -> np.ndarray | None:
-        dim = self.encoder.dim if self.encoder is not None else 0
-        if stored.embedding:
-            vec = from_bytes(stored.embedding)
-            if vec.shape[0] == dim:
-                PROFILE_CACHE.labels("stored").inc()
-                return vec
-        key = (stored.user_id, stored.version)
-        cached = self.profiles.get(key)
-        if cached is not None:
-            PROFILE_CACHE.labels("cached").inc()
-            return cached
-        if not stored.text or self.encoder is None:
-            return None
-        PROFILE_CACHE.labels("embedded").inc()
-        vec = self.encoder.encode([stored.text])[0]
-        self.profiles.put(key, vec)
-        return vec
+            if ev.status == "ready":
+                self.users.remember_profile(ev)
 
     # ---- queries --------------------------------------------------------------------------------
     def current(self) -> tuple[IndexSnapshot, Catalog]:
@@ -315,93 +253,12 @@ class RetrieverService:
             raise IndexNotReady("the item index is still loading")
         return snap, catalog
 
-    def user_context(
-        self,
-        *,
-        user_id: str | None,
-        profile_text: str | None,
-        profile_vector: Sequence[float] | None,
-        conn: _RequestConnection,
-        history: Sequence[HistoryEntry] | None = None,
-        profile_version: int | None = None,
-    ) -> UserContext:
-        """What is known about the user. ``history`` (the caller read it) and ``profile_version`` (the
-        version the caller saw, 0 = none) spare the reads they cover; ``conn`` opens the request's
-        read connection when a read is still needed."""
-        vec: np.ndarray | None = None
-        summary = profile_text
-        if profile_vector is not None:
-            dim = self.encoder.dim if self.encoder is not None else 0
-            if len(profile_vector) != dim:
-                raise DomainError(
-                    f"profile_vector has {len(profile_vector)} dimensions, the index has {dim}",
-                    code="invalid_profile_vector",
-                    status_code=422,
-                )
-            vec = np.asarray(profile_vector, dtype=np.float32)
-            if not np.isfinite(vec).all() or float(np.linalg.norm(vec)) == 0.0:
-                raise DomainError(
-                    "profile_vector must be finite and non-zero",
-                    code="invalid_profile_vector",
-                    status_code=422,
-                )
-        stored: StoredProfile | None = None
-        hist: tuple[HistoryEntry, ...] = ()
-        if user_id:
-            hist, stored = self._user_reads(user_id, history, profile_version, conn)
-        text_given = (profile_text or "").strip()
-        if vec is None and stored is not None and (not text_given or text_given == stored.summary.strip()):
-            vec = self.profile_vector(stored)  # the gateway sends the stored summary back: reuse its vector
-        if vec is None and text_given:
-            vec = self.text_vector(text_given)
-        if stored is not None:
-            summary = summary or stored.summary or stored.text or None
-        return UserContext(user_id=user_id, history=hist, profile_vector=vec, profile_text=summary)
-
-    def _user_reads(
-        self,
-        user_id: str,
-        history: Sequence[HistoryEntry] | None,
-        profile_version: int | None,
-        conn: _RequestConnection,
-    ) -> tuple[tuple[HistoryEntry, ...], StoredProfile | None]:
-        """History and stored profile: from the request and the cache where they can be, else read."""
-        if history is not None:
-            HISTORY_SOURCE.labels("request").inc()
-            hist = tuple(sorted(history, key=lambda h: h.timestamp, reverse=True)[: self.params.history_max])
-        else:
-            HISTORY_SOURCE.labels("database").inc()
-            hist = load_history(conn(), user_id, history_max=self.params.history_max)
-        key = (user_id, profile_version) if profile_version is not None else None
-        if key is not None:
-            found, cached = self.stored_profiles.lookup(key)
-            if found:
-                return hist, cached
-        stored = load_profile(conn(), user_id)
-        if key is not None:
-            self.stored_profiles.put(key, stored)
-        return hist, stored
-
-    def text_vector(self, text_: str) -> np.ndarray | None:
-        """Embedding of a free profile text, cached by its hash (callers resend the same summaries)."""
-        if self.encoder is None:
-            return None
-        key = ("text:" + hashlib.sha1(text_.encode()).hexdigest(), 0)
-        vec = self.profiles.get(key)
-        if vec is None:
-            PROFILE_CACHE.labels("embedded").inc()
-            vec = self.encoder.encode([text_])[0]
-            self.profiles.put(key, vec)
-        else:
-            PROFILE_CACHE.labels("cached").inc()
-        return vec
-
     def candidates(
         self,
         *,
         user_id: str | None,
         profile_text: str | None,
-        strategy: Strategy,
+        strategy: CandidateStrategy,
         k: int | None,
         exclude: Sequence[str] = (),
         als_candidates: Sequence[tuple[str, float]] | None = None,
@@ -415,8 +272,8 @@ class RetrieverService:
         blend = strategy == "hybrid" and als_candidates is None and self.settings.RETRIEVER_ALS_BLEND > 0
         with contextlib.ExitStack() as stack:
             # at most one pool checkout for the user's reads and the ALS top-N
-            conn = _RequestConnection(self.settings.database_url, stack)
-            user = self.user_context(
+            conn = RequestConnection(self.settings.database_url, stack)
+            user = self.users.signals(
                 user_id=user_id,
                 profile_text=profile_text,
                 profile_vector=profile_vector,
@@ -425,7 +282,7 @@ class RetrieverService:
                 conn=conn,
             )
             if blend and user_id:
-                als_version, als_candidates = self.als_topn(user_id, conn=conn)
+                als_version, als_candidates = self.users.als_topn(user_id=user_id, conn=conn)
         kk = k if k is not None else (self.params.llm_k if strategy == "llm_only" else 10)
         result: CandidateResult = generate_candidates(
             strategy=strategy,
@@ -441,40 +298,14 @@ class RetrieverService:
         QUERY_SECONDS.labels(strategy).observe(time.perf_counter() - started)
         return result.to_dict(user_id) | {"als_version": als_version}
 
-    def als_topn(
-        self, user_id: str, *, conn: _RequestConnection | None = None
-    ) -> tuple[int | None, list[tuple[str, float]] | None]:
-        """(live ALS version, the user's stored top-N) for the hybrid blend; (None, None) without a
-        live model, the user in it, or a readable database (ALS only refines the ranking)."""
-        try:
-            version = self.als_live.get()
-            if version is None:
-                return None, None
-            top = self.als_rows.get((user_id, version))
-            if top is None:
-                top = user_topn(
-                    self.settings.database_url,
-                    version=version,
-                    user_id=user_id,
-                    k=self.settings.RETRIEVER_ALS_BLEND,
-                    conn=conn() if conn is not None else None,
-                )
-                self.als_rows.put((user_id, version), top)
-        except Exception as e:
-            ALS_BLEND.labels("error").inc()
-            log.warning("ALS top-N read failed; hybrid without ALS", extra={"error": str(e)[:300]})
-            return None, None
-        ALS_BLEND.labels("blended" if top else "user_not_in_model").inc()
-        return (version, top) if top else (None, None)
-
-    def item(self, parent_asin: str) -> dict[str, Any]:
+    def item(self, *, parent_asin: str) -> dict[str, Any]:
         snap, catalog = self.current()
         info = catalog.get(parent_asin)
         if info is None:
             raise NotFound(f"item {parent_asin} not found", code="item_not_found")
         return info.to_dict() | {"indexed": parent_asin in snap, "index_version": snap.version_label}
 
-    def similar(self, parent_asin: str, k: int) -> dict[str, Any]:
+    def similar(self, *, parent_asin: str, k: int) -> dict[str, Any]:
         snap, catalog = self.current()
         vec = snap.vector(parent_asin)
         if vec is None:
@@ -510,11 +341,6 @@ class RetrieverService:
         }
         if self.last_error:
             checks["index"]["last_error"] = self.last_error[:500]
-        try:
-            with session_scope(self.settings.database_url) as s:
-                s.execute(text("SELECT 1"))
-            checks["database"] = {"ok": True}
-        except Exception as e:
-            checks["database"] = {"ok": False, "error": str(e)[:300]}
+        checks["database"] = database_check(self.settings.database_url)
         return checks
 

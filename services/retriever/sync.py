@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from services.retriever.candidates import TextEncoder
-from services.retriever.index import IndexConfig, IndexSnapshot, ItemVector, SnapshotStore
-from services.retriever.repository import item_hashes, item_rows, items_db_state
+from services.retriever.index import IndexConfig, IndexSnapshot, ItemVector
+from services.retriever.store import SnapshotStore, item_hashes, item_rows, items_db_state
 from shared.amazon import item_text
 from shared.db import session_scope
 from shared.logging import get_logger

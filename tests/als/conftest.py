@@ -10,8 +10,10 @@ import pytest
 
 from services.als.config import AlsSettings
 from shared.config import CommonSettings
+from shared.outbox import close_publishers
 from tests.als.synth import planted_ratings
 from tests.utils.databases import temporary_database
+from tests.utils.settings import service_settings
 
 
 @pytest.fixture(scope="session")
@@ -22,22 +24,26 @@ def als_db_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def als_settings(settings: CommonSettings, als_db_url: str, session_home: Path) -> AlsSettings:
-    values = settings.model_dump() | {
-        "DATABASE_URL": als_db_url,
-        "HOME": session_home / "als-home",
-        "SPARK_MASTER": "local[2]",
-        "SPARK_SHUFFLE_PARTITIONS": 2,
-        "SPARK_DRIVER_MEMORY": "1g",
-        "ALS_RANK": 8,
-        "ALS_MAX_ITER": 8,
-        "ALS_REG_PARAM": 0.1,
-        "ALS_TOP_N": 20,
-        "ALS_TRAIN_EXECUTOR": "thread",
-        "ALS_RETRAIN_INTERVAL_S": 0,
-        "ALS_LOCK_TTL_S": 60,
-    }
-    return AlsSettings(**values)
+def als_settings(settings: CommonSettings, als_db_url: str, session_home: Path) -> Iterator[AlsSettings]:
+    yield service_settings(
+        AlsSettings,
+        settings,
+        DATABASE_URL=als_db_url,
+        HOME=session_home / "als-home",
+        SPARK_MASTER="local[2]",
+        SPARK_SHUFFLE_PARTITIONS=2,
+        SPARK_DRIVER_MEMORY="1g",
+        ALS_RANK=8,
+        ALS_MAX_ITER=8,
+        ALS_REG_PARAM=0.1,
+        ALS_TOP_N=20,
+        ALS_TRAIN_EXECUTOR="thread",
+        ALS_RETRAIN_INTERVAL_S=0,
+        ALS_LOCK_TTL_S=60,
+    )
+    # Training publishes models.v1 through shared.outbox.publish, which keeps a producer per broker:
+    # close it while the session broker is still up.
+    close_publishers()
 
 
 @pytest.fixture(scope="session")

@@ -159,7 +159,26 @@ def test_lease_is_exclusive_reentrant_and_expires(fast: AlsSettings) -> None:
 
 
 def test_failed_versions_never_count_as_live(fast: AlsSettings) -> None:
+    # A run of its own that fails before Spark is needed (too few ratings), so this test has a failed
+    # version to check even when it runs alone; it is the newest version of its kind.
+    before = store.get_live(fast.database_url, kind="explicit")
+    failed = run_training(fast.model_copy(update={"ALS_MIN_RATINGS": 10**9}))
+    assert failed.status == "failed" and failed.version is not None and "ratings" in (failed.error or "")
+    assert store.get_version(fast.database_url, failed.version).status == "failed"
+    assert store.recent_versions(fast.database_url, limit=1, kind="explicit")[0].version == failed.version
+    live_row = store.get_live(fast.database_url, kind="explicit")
+    assert live_row is None or live_row.version != failed.version
+    assert (live_row and live_row.version) == (before and before.version)  # whatever served still serves
+    assert store.lease_holder(fast.database_url) is None
     with session_scope(fast.database_url) as s:
+        assert (
+            s.execute(
+                select(func.count())
+                .select_from(AlsModel)
+                .where(AlsModel.version == failed.version, AlsModel.status == "live")
+            ).scalar_one()
+            == 0
+        )
         live = s.execute(
             select(func.count())
             .select_from(AlsModel)

@@ -38,6 +38,7 @@ def test_dockerfile_is_multistage_non_root_with_only_its_extra(name: str) -> Non
     assert all(ref.startswith(base) for ref in resolved), resolved
     assert re.findall(r'pip install "\.\[(\w+)\]"', text) == [extra]
     assert "COPY --from=builder /opt/venv /opt/venv" in text
+    assert "COPY tools ./tools" in text  # the recsys CLI (serve, consume, worker) lives in tools/
     assert re.search(r"^USER 10001:10001$", text, flags=re.M)
     # The runtime user is the last USER and no later instruction switches back to root.
     assert text.rstrip().split("USER 10001:10001", 1)[1].find("USER ") == -1
@@ -76,7 +77,7 @@ def test_dockerignore_keeps_the_build_context_small() -> None:
     lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()]
     patterns = [ln for ln in lines if ln and not ln.startswith("#")]
     assert patterns[0] == "**", "ignore everything, then re-include what the images need"
-    assert {"!pyproject.toml", "!shared/", "!services/", "!deploy/docker/"} <= set(patterns)
+    assert {"!pyproject.toml", "!shared/", "!services/", "!tools/", "!deploy/docker/"} <= set(patterns)
 
 
 def test_dockerfiles_pass_hadolint() -> None:

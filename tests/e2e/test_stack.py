@@ -104,8 +104,10 @@ def stack(settings: CommonSettings, e2e_db_url: str, tmp_path_factory: pytest.Te
         # A loaded CI box: small profiler tasks and short generation budgets give the first profiles
         # in minutes (the profiler's own settings; the model is still the real default LLM).
         "RECSYS_LLM_TIMEOUT_S": "60",
+        # No ALS Celery worker in this stack: the ALS service trains in a thread when asked over HTTP.
+        "RECSYS_ALS_TRAIN_EXECUTOR": "thread",
         "RECSYS_PROFILER_USERS_PER_TASK": "2",
-        "RECSYS_PROFILER_BATCH_SIZE": "2",
+        "RECSYS_LLM_BATCH_SIZE": "2",
         "RECSYS_PROFILER_MAX_NEW_TOKENS": "96",
         "RECSYS_PROFILER_SUMMARY_TOKENS": "64",
     }
@@ -128,8 +130,10 @@ def stack(settings: CommonSettings, e2e_db_url: str, tmp_path_factory: pytest.Te
         from tools.ingest import main as ingest
 
         assert ingest(reviews=data / "reviews.jsonl", meta=data / "meta.jsonl", url=urls["ingest"]) == 0
-        train = subprocess.run([RECSYS, "train-als"], env=env, capture_output=True, text=True, timeout=900)
-        assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-2000:]
+        # Trained the way `recsys demo` does it: through the ALS service's API, like any client.
+        from tools.demo import train_als
+
+        assert train_als(CommonSettings(ALS_URL=urls["als"]), timeout_s=900), st.log_tail("als")
         _wait_until(
             "items indexed",
             lambda: (
@@ -204,3 +208,12 @@ def test_killing_the_explainer_yields_degraded_answers_within_the_timeout(stack:
     assert time.monotonic() - t0 < 10
     assert body["degraded"] is True and any(n.startswith("explainer:") for n in body["notes"])
     assert len(body["items"]) == 5 and all(i["reason"] for i in body["items"])
+
+
+def test_train_als_command_trains_a_new_live_version(stack: Stack) -> None:
+    """`recsys train-als` (the CLI job, beside the API path the fixture used) promotes a new version."""
+    before = httpx.get(f"{stack.urls['als']}/v1/models/live", timeout=10).json()["version"]
+    train = subprocess.run([RECSYS, "train-als"], env=stack.env, capture_output=True, text=True, timeout=900)
+    assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-2000:]
+    versions = httpx.get(f"{stack.urls['als']}/v1/models", params={"limit": 5}, timeout=10).json()
+    assert versions[0]["version"] > before and versions[0]["status"] in ("live", "rejected")

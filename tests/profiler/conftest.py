@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 
 from services.profiler.config import ProfilerSettings
+from shared import outbox
 from shared.config import CommonSettings
 from shared.db import session_scope
 from shared.models import Item, Review
+from tests.utils.settings import service_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,12 +47,10 @@ CATALOG = [
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _close_cached_producers() -> Iterator[None]:
+def _close_cached_publishers() -> Iterator[None]:
     """The direct-publish producers are cached per process: close them before the broker goes away."""
     yield
-    from services.profiler.service import close_producers
-
-    close_producers()
+    outbox.close_publishers()
 
 
 @pytest.fixture(scope="session")
@@ -61,20 +61,17 @@ def prof_id() -> str:
 @pytest.fixture(scope="session")
 def psettings(settings: CommonSettings, prof_id: str) -> ProfilerSettings:
     """Profiler settings isolated by topic prefix and queue; short generations keep the CPU tests quick."""
-    return ProfilerSettings(
-        **(
-            settings.model_dump()
-            | {
-                "TOPIC_PREFIX": f"prof{prof_id}.",
-                "PROFILER_QUEUE": f"profiler-{prof_id}",
-                "PROFILER_GROUP": f"profiler-trigger-{prof_id}",
-                "PROFILER_DEBOUNCE_S": 1.0,
-                "PROFILER_MAX_NEW_TOKENS": 96,
-                "PROFILER_SUMMARY_TOKENS": 72,
-                "PROFILER_HISTORY_CHARS": 800,
-                "LLM_BACKEND": "llama_cpp",
-            }
-        )
+    return service_settings(
+        ProfilerSettings,
+        settings,
+        TOPIC_PREFIX=f"prof{prof_id}.",
+        PROFILER_QUEUE=f"profiler-{prof_id}",
+        PROFILER_GROUP=f"profiler-trigger-{prof_id}",
+        PROFILER_DEBOUNCE_S=1.0,
+        PROFILER_MAX_NEW_TOKENS=96,
+        PROFILER_SUMMARY_TOKENS=72,
+        PROFILER_HISTORY_CHARS=800,
+        LLM_BACKEND="llama_cpp",
     )
 
 

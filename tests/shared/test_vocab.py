@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shared.config import CommonSettings
 from shared.db import session_scope
 from shared.models import Item
 from shared.vocab import (
@@ -41,16 +42,16 @@ def test_specificity_is_the_share_of_terms_containing_a_vocabulary_ngram() -> No
 
 
 def test_catalog_vocabulary_is_cached_and_rebuilt_when_the_catalog_changes(
-    psettings, prof_id, tmp_path: Path
+    settings: CommonSettings, unique: str, tmp_path: Path
 ):
-    first = catalog_vocabulary(database_url=psettings.database_url, home=tmp_path, k=500, ttl_s=0)
+    first = catalog_vocabulary(database_url=settings.database_url, home=tmp_path, k=500, ttl_s=0)
     files = list((tmp_path / "vocab").glob("*.json"))
     assert len(files) == 1
-    assert catalog_vocabulary(database_url=psettings.database_url, home=tmp_path, k=500, ttl_s=0) == first
-    with session_scope(psettings.database_url) as s:
+    assert catalog_vocabulary(database_url=settings.database_url, home=tmp_path, k=500, ttl_s=0) == first
+    with session_scope(settings.database_url) as s:
         s.merge(
             Item(
-                parent_asin=f"V{prof_id}",
+                parent_asin=f"V{unique}",
                 title="Zyxwv Quokka Brush",
                 description=["quokka bristles"],
                 features=[],
@@ -59,6 +60,6 @@ def test_catalog_vocabulary_is_cached_and_rebuilt_when_the_catalog_changes(
                 extra={},
             )
         )
-    second = catalog_vocabulary(database_url=psettings.database_url, home=tmp_path, k=500, ttl_s=0)
+    second = catalog_vocabulary(database_url=settings.database_url, home=tmp_path, k=500, ttl_s=0)
     assert "quokka" in second and "quokka" not in first
     assert len(list((tmp_path / "vocab").glob("*.json"))) == 2

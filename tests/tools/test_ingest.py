@@ -13,11 +13,18 @@ from sqlalchemy import func, select
 from services.ingest.app import create_app
 from services.ingest.config import IngestSettings
 from shared.broker import free_port
+from shared.config import CommonSettings
 from shared.db import session_scope
 from shared.models import Item, Review
-from tests.ingest.util import live_server, review
+from tests.utils.records import live_server, review
+from tests.utils.settings import service_settings
 from tools import ingest as ingest_client
 from tools.synth import write
+
+
+@pytest.fixture(scope="module")
+def ingest_settings(settings: CommonSettings) -> IngestSettings:
+    return service_settings(IngestSettings, settings, API_KEYS=[])
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from shared.broker import free_port
 from shared.config import CommonSettings
 from shared.events import REVIEWS
-from tests.ingest.util import read_topic, review
+from tests.utils.records import read_topic, review
 from tools import stack
 
 

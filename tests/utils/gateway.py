@@ -5,16 +5,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from services.explainer.app import create_app as create_explainer
 from services.explainer.config import ExplainerSettings
 from services.gateway.config import GatewaySettings
+from shared.config import CommonSettings
 from shared.db import session_scope
 from shared.models import Item, Profile, Review
 from tests.utils.servers import Running, dead_url, start_app
+from tests.utils.settings import service_settings
 
 
 @dataclass
@@ -99,23 +100,20 @@ def seeded(pg_url: str) -> Seeded:
 
 
 @pytest.fixture(scope="session")
-def explainer_server(pg_url: str, session_home: Path) -> Iterator[Running]:
+def explainer_server(settings: CommonSettings) -> Iterator[Running]:
     """The real explainer app (template-only: fast) served on a free port."""
-    settings = ExplainerSettings(
-        ENVIRONMENT="test", HOME=session_home, DATABASE_URL=pg_url, EXPLAINER_BACKEND="template"
-    )
-    running = start_app(create_explainer(settings, reasoner=None))
+    explainer_settings = service_settings(ExplainerSettings, settings, EXPLAINER_BACKEND="template")
+    running = start_app(create_explainer(explainer_settings, reasoner=None))
     yield running
     running.stop()
 
 
 @pytest.fixture(scope="session")
-def gateway_settings(pg_url: str, session_home: Path, explainer_server: Running) -> GatewaySettings:
+def gateway_settings(settings: CommonSettings, explainer_server: Running) -> GatewaySettings:
     """Gateway settings: the real explainer; retriever and ALS not running (their URLs refuse)."""
-    return GatewaySettings(
-        ENVIRONMENT="test",
-        HOME=session_home,
-        DATABASE_URL=pg_url,
+    return service_settings(
+        GatewaySettings,
+        settings,
         EXPLAINER_URL=explainer_server.url,
         RETRIEVER_URL=dead_url(),
         ALS_URL=dead_url(),

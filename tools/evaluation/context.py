@@ -4,19 +4,20 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from shared.config import CommonSettings
 from shared.logging import get_logger
-from tools.evaluation.data import Catalog
+from tools.evaluation.data import OfflineCatalog
 from tools.evaluation.split import Split
 
 if TYPE_CHECKING:
     from shared.embeddings import Encoder
 
 log = get_logger(__name__)
+S = TypeVar("S", bound=CommonSettings)
 
 
 @dataclass
@@ -42,7 +43,7 @@ class UserProfile:
 @dataclass
 class EvalContext:
     split: Split
-    catalog: Catalog
+    catalog: OfflineCatalog
     k: int
     seed: int
     settings: CommonSettings
@@ -53,6 +54,11 @@ class EvalContext:
     vocab: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     cache: dict[str, Any] = field(default_factory=dict)
+
+    def service_settings(self, cls: type[S], **updates: Any) -> S:
+        """A service's settings for this run: the run's common settings, the service's own fields from
+        the environment and defaults, then ``updates``. The one place the evaluation builds them."""
+        return cls(**{**self.settings.model_dump(), **updates})
 
     @cached_property
     def encoder(self) -> Encoder:

@@ -63,7 +63,7 @@ def read_items(path: str | Path) -> tuple[list[ItemIn], LoadReport]:
 
 
 @dataclass
-class Catalog:
+class OfflineCatalog:
     """Every item the evaluation knows: metadata plus rating statistics.
 
     ``average_rating`` / ``rating_number`` follow ``shared.popularity.item_stats`` (the larger
@@ -80,7 +80,7 @@ class Catalog:
 
     @classmethod
     def build(cls, items: Iterable[ItemIn], train: Sequence[Interaction],
-              extra_asins: Iterable[str] = ()) -> Catalog:
+              extra_asins: Iterable[str] = ()) -> OfflineCatalog:
         by_asin: dict[str, ItemIn] = {}
         for it in items:
             by_asin.setdefault(it.parent_asin, it)  # first wins: deterministic on duplicates

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tools.evaluation.context import EvalContext
-from tools.evaluation.strategies.base import Strategy, StrategyUnavailable, UserRecs
+from tools.evaluation.strategies.base import OfflineStrategy, StrategyUnavailable, UserRecs
 
 
 def get_explainer(ctx: EvalContext, backend: str) -> Any:
@@ -20,19 +20,17 @@ def get_explainer(ctx: EvalContext, backend: str) -> Any:
     if key in ctx.cache:
         return ctx.cache[key]
     try:
-        from services.explainer.app import load_reasoner
-        from services.explainer.cache import ReasonCache
         from services.explainer.config import ExplainerSettings
-        from services.explainer.service import Explainer
+        from services.explainer.service import Explainer, load_reasoner
+        from services.explainer.store import ReasonCache
     except ImportError as e:
         raise StrategyUnavailable(f"explainer library not importable: {e}") from e
-    values = ctx.settings.model_dump()
-    values["EXPLAINER_DB_CACHE"] = False
-    values["EXPLAINER_CACHE_SIZE"] = 0  # every strategy pays for its own reasons
+    # No reason cache: every strategy pays for its own reasons.
+    updates: dict[str, Any] = {"EXPLAINER_DB_CACHE": False, "EXPLAINER_CACHE_SIZE": 0}
     if backend == "template":
-        values["EXPLAINER_BACKEND"] = "template"
-    settings = ExplainerSettings(**values)
-    reasoner = load_reasoner(settings)
+        updates["EXPLAINER_BACKEND"] = "template"
+    settings = ctx.service_settings(ExplainerSettings, **updates)
+    reasoner = load_reasoner(settings=settings)
     explainer = Explainer(settings=settings, reasoner=reasoner,
                           cache=ReasonCache(database_url=None, lru_size=0))
     ctx.cache[key] = explainer
@@ -52,7 +50,7 @@ def explain_request(ctx: EvalContext, rec: UserRecs, *, backend: str) -> Any:
                           items=items, backend="template" if backend == "template" else "auto")
 
 
-def add_reasons(ctx: EvalContext, strategy: Strategy, recs: Sequence[UserRecs]) -> None:
+def add_reasons(ctx: EvalContext, strategy: OfflineStrategy, recs: Sequence[UserRecs]) -> None:
     """Fill ``rec.reasons`` where the strategy left none; the seconds go to an ``explain`` stage.
 
     Backend: ``options["explain"]`` when given, else the strategy's ``explain_default``."""

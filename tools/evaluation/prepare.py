@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from shared.logging import get_logger
 from shared.vocab import DEFAULT_K, build_vocabulary, item_vocab_text
 from tools.evaluation.context import EvalContext
-from tools.evaluation.strategies.base import Strategy
+from tools.evaluation.strategies.base import OfflineStrategy
 
 log = get_logger(__name__)
 
 
-def prepare_context(ctx: EvalContext, strategies: Sequence[Strategy], users: Sequence[str]) -> None:
+def prepare_context(ctx: EvalContext, strategies: Sequence[OfflineStrategy], users: Sequence[str]) -> None:
     """Catalogue embeddings (diversity and AvgCosSim need them), the top-K n-gram vocabulary and, when
     a strategy uses profiles, one profile per evaluated user."""
     ctx.vocab = build_vocabulary(
@@ -31,10 +31,10 @@ def prepare_context(ctx: EvalContext, strategies: Sequence[Strategy], users: Seq
         log.warning("no item embeddings", extra={"error": str(e)})
         return
     if any(getattr(s, "uses_profiles", False) for s in strategies):
-        from tools.evaluation.profiles import build_profiles
+        from tools.evaluation.profiles import profile_offline_users
 
         try:
-            build_profiles(ctx, users)
+            profile_offline_users(ctx, users)
         except Exception as e:
             ctx.notes.append(f"profiles could not be built ({type(e).__name__}: {e}); "
                              "strategies that need them are reported as failed")

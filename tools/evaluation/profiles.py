@@ -28,10 +28,10 @@ def profiler_llm(ctx: EvalContext) -> Any | None:
     from services.profiler.config import ProfilerSettings
     from shared.llm import get_llm
 
-    return get_llm(ProfilerSettings(**ctx.settings.model_dump()))
+    return get_llm(ctx.service_settings(ProfilerSettings))
 
 
-def build_profiles(ctx: EvalContext, users: Sequence[str]) -> None:
+def profile_offline_users(ctx: EvalContext, users: Sequence[str]) -> None:
     """Fill ``ctx.profiles`` and ``ctx.profile_seconds_per_user`` for ``users``."""
     try:
         from services.profiler.config import ProfilerSettings
@@ -39,12 +39,12 @@ def build_profiles(ctx: EvalContext, users: Sequence[str]) -> None:
         from services.profiler.profiles import profiles_from_histories
     except ImportError as e:
         raise StrategyUnavailable(f"profiler library not importable: {e}") from e
-    ps = ProfilerSettings(**ctx.settings.model_dump())
+    ps = ctx.service_settings(ProfilerSettings)
     llm = profiler_llm(ctx)
     ctx.cache["profile_model"] = getattr(llm, "name", None) if llm is not None else "extractive (no LLM)"
     titles = {a: ctx.catalog.title(a) for a in ctx.catalog.asins}
     bar = tqdm(total=len(users), desc="    profiles", unit="user", disable=not ctx.show_progress)
-    batch = max(1, ps.PROFILER_BATCH_SIZE)
+    batch = max(1, ps.LLM_BATCH_SIZE)
     for start in range(0, len(users), batch):
         chunk = list(users[start:start + batch])
         t0 = time.perf_counter()

@@ -20,7 +20,7 @@ def get_retriever(ctx: EvalContext) -> Any:
         from services.retriever.offline import OfflineRetriever
     except ImportError as e:
         raise StrategyUnavailable(f"retriever library not importable: {e}") from e
-    rs = RetrieverSettings(**ctx.settings.model_dump())
+    rs = ctx.service_settings(RetrieverSettings)
     retriever = OfflineRetriever.from_data(items=list(ctx.catalog.items.values()), reviews=ctx.split.train,
                                            encoder=ctx.encoder, params=RankingParams.from_settings(rs),
                                            prior_count=rs.RETRIEVER_BAYES_PRIOR_COUNT,

@@ -20,11 +20,11 @@ from tqdm import tqdm
 from shared.config import CommonSettings, get_settings
 from shared.logging import configure_logging, get_logger
 from tools.evaluation.context import EvalContext
-from tools.evaluation.data import Catalog, read_items, read_reviews
+from tools.evaluation.data import OfflineCatalog, read_items, read_reviews
 from tools.evaluation.scoring import stage_seconds, strategy_block
 from tools.evaluation.split import SPLITS, Interaction, make_split
 from tools.evaluation.strategies import ALL_STRATEGIES, make_strategy
-from tools.evaluation.strategies.base import Strategy, StrategyUnavailable, UserRecs
+from tools.evaluation.strategies.base import OfflineStrategy, StrategyUnavailable, UserRecs
 
 log = get_logger(__name__)
 
@@ -36,7 +36,7 @@ class StrategyRun:
     """One strategy's outcome: its recommendations, or why it could not run."""
 
     name: str
-    strategy: Strategy | None = None
+    strategy: OfflineStrategy | None = None
     recs: list[UserRecs] = field(default_factory=list)
     fit_seconds: float = 0.0
     error: str | None = None
@@ -54,7 +54,7 @@ def _batches(seq: Sequence[str], size: int) -> list[Sequence[str]]:
     return [seq[i:i + size] for i in range(0, len(seq), max(1, size))]
 
 
-def run_strategy(ctx: EvalContext, strategy: Strategy, users: Sequence[str]) -> StrategyRun:
+def run_strategy(ctx: EvalContext, strategy: OfflineStrategy, users: Sequence[str]) -> StrategyRun:
     """Fit (timed), recommend in batches with a progress bar, add reasons, never raise."""
     result = StrategyRun(name=strategy.name, strategy=strategy)
     try:
@@ -123,7 +123,7 @@ def main(reviews: Path | str, meta: Path | str, out: Path | str, k: int = 10,
         log.error("the split has no test user")
         return 2
     test_asins = {t.parent_asin for u in eval_users for t in the_split.test[u]}
-    catalog = Catalog.build(raw_items, the_split.train, extra_asins=sorted(test_asins))
+    catalog = OfflineCatalog.build(raw_items, the_split.train, extra_asins=sorted(test_asins))
     ctx = EvalContext(split=the_split, catalog=catalog, k=k, seed=seed, settings=settings,
                       show_progress=show_progress)
     ctx.cache["options"] = dict(options or {})

@@ -10,11 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from tools.evaluation import metrics as M
 from tools.evaluation.context import EvalContext
-from tools.evaluation.strategies.base import Strategy, UserRecs
+from tools.evaluation.strategies.base import OfflineStrategy, UserRecs
 
 METRIC_KEYS = ("hit_rate@{k}", "recall@{k}", "ndcg@{k}", "map@{k}", "rmse", "mae", "cold_start_ratio",
                "avg_specificity", "avg_cos_sim", "ad_dup_ratio", "avg_rating", "catalog_coverage",
@@ -31,7 +29,7 @@ def _put(out: dict[str, Any], key: str, value: float | None) -> None:
         out[key] = round(float(value), 6)
 
 
-def group_metrics(ctx: EvalContext, strategy: Strategy, recs: Sequence[UserRecs]) -> dict[str, Any]:
+def group_metrics(ctx: EvalContext, strategy: OfflineStrategy, recs: Sequence[UserRecs]) -> dict[str, Any]:
     """Every applicable metric over one group of users."""
     k = ctx.k
     out: dict[str, Any] = {"n_users": len(recs)}
@@ -89,18 +87,10 @@ def stage_seconds(recs: Sequence[UserRecs]) -> dict[str, float]:
     return {name: s / len(recs) for name, s in sorted(totals.items())} if recs else {}
 
 
-def strategy_block(ctx: EvalContext, strategy: Strategy, recs: Sequence[UserRecs]) -> dict[str, Any]:
+def strategy_block(ctx: EvalContext, strategy: OfflineStrategy, recs: Sequence[UserRecs]) -> dict[str, Any]:
     cold_users = ctx.split.cold_users
     return {
         "overall": group_metrics(ctx, strategy, recs),
         "cold": group_metrics(ctx, strategy, [r for r in recs if r.user_id in cold_users]),
         "warm": group_metrics(ctx, strategy, [r for r in recs if r.user_id not in cold_users]),
     }
-
-
-def mean_vector(vectors: np.ndarray) -> np.ndarray | None:
-    if len(vectors) == 0:
-        return None
-    v = vectors.mean(axis=0)
-    n = np.linalg.norm(v)
-    return v / n if n else v

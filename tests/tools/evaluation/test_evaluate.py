@@ -152,7 +152,7 @@ def test_a_failing_strategy_is_reported_and_the_others_kept(tmp_path: Path, smal
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("profiler exploded")
 
-    monkeypatch.setattr(profiles, "build_profiles", broken)
+    monkeypatch.setattr(profiles, "profile_offline_users", broken)
     rc = main(*small_synth, tmp_path, k=K, strategies=["popular", "hybrid"], settings=eval_settings,
               show_progress=False)
     assert rc == 1

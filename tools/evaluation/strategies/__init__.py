@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 from tools.evaluation.context import EvalContext
-from tools.evaluation.strategies.base import Strategy
+from tools.evaluation.strategies.base import OfflineStrategy
 
 ALL_STRATEGIES: dict[str, str] = {
     "popular": "tools.evaluation.strategies.popular:PopularStrategy",
@@ -21,8 +21,8 @@ ALL_STRATEGIES: dict[str, str] = {
 }
 
 
-def make_strategy(name: str, ctx: EvalContext) -> Strategy:
+def make_strategy(name: str, ctx: EvalContext) -> OfflineStrategy:
     """Instantiate one strategy; its heavy imports happen in ``fit``."""
     module, cls = ALL_STRATEGIES[name].split(":")
-    strategy: Strategy = getattr(importlib.import_module(module), cls)(options=ctx.cache.get("options", {}))
+    strategy: OfflineStrategy = getattr(importlib.import_module(module), cls)(options=ctx.cache.get("options", {}))
     return strategy

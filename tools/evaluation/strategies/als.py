@@ -15,7 +15,7 @@ from shared.logging import get_logger
 from tools.evaluation import metrics as M
 from tools.evaluation.context import EvalContext
 from tools.evaluation.split import Interaction
-from tools.evaluation.strategies.base import StageClock, Strategy, StrategyUnavailable, UserRecs
+from tools.evaluation.strategies.base import OfflineStrategy, StageClock, StrategyUnavailable, UserRecs
 
 log = get_logger(__name__)
 
@@ -39,7 +39,7 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
-class _AlsStrategy(Strategy):
+class _AlsStrategy(OfflineStrategy):
     implicit = False
     predicts_ratings = True
 
@@ -74,12 +74,12 @@ class _AlsStrategy(Strategy):
 
     def fit(self, ctx: EvalContext) -> None:
         try:
-            from services.als.config import als_settings
+            from services.als.config import AlsSettings
             from services.als.model import fit
             from services.als.spark import get_spark
         except ImportError as e:
             raise StrategyUnavailable(f"ALS library not importable: {e}") from e
-        spark = get_spark(als_settings(ctx.settings))
+        spark = get_spark(ctx.service_settings(AlsSettings))
         best: tuple[float, dict[str, Any]] | None = None
         tune = ratings_frame(ctx.split.tune_train)
         if len(self.grid) > 1 and ctx.split.validation and len(tune):

@@ -62,7 +62,7 @@ class StageClock:
         return {k: v / max(1, n) for k, v in self.seconds.items()}
 
 
-class Strategy(ABC):
+class OfflineStrategy(ABC):
     """Base class: ``name``, ``fit`` once, ``recommend`` per batch of users."""
 
     name: str = ""

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from tools.evaluation.context import EvalContext
-from tools.evaluation.strategies.base import StageClock, Strategy, StrategyUnavailable, UserRecs
+from tools.evaluation.strategies.base import OfflineStrategy, StageClock, StrategyUnavailable, UserRecs
 
 
-class HybridStrategy(Strategy):
+class HybridStrategy(OfflineStrategy):
     name = "hybrid"
     uses_profiles = True
     uses_retriever = True

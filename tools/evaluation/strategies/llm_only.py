@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from tools.evaluation.context import EvalContext
-from tools.evaluation.strategies.base import StageClock, Strategy, StrategyUnavailable, UserRecs
+from tools.evaluation.strategies.base import OfflineStrategy, StageClock, StrategyUnavailable, UserRecs
 
 
-class LlmOnlyStrategy(Strategy):
+class LlmOnlyStrategy(OfflineStrategy):
     name = "llm_only"
     uses_profiles = True
     uses_retriever = True

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -205,3 +207,49 @@ def test_rerank_template_only_is_retriever_order(explainer_settings: ExplainerSe
         body = c.post("/v1/rerank", json={"summary": "x", "candidates": cands, "k": 5}).json()
     assert [i["parent_asin"] for i in body["items"]] == [c["parent_asin"] for c in cands[:5]]
     assert body["fallback"] is True and body["parsed"] == 0
+
+
+def test_an_explainer_started_with_llm_settings_hands_them_to_the_llm_backend(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """RECSYS_LLM_THREADS / _TIMEOUT_S / _CONTEXT reach the backend, RECSYS_LLM_BATCH_SIZE the reasoner."""
+    import shared.llm
+    from services.explainer import config
+
+    loaded: list[dict[str, Any]] = []
+
+    class FakeLlamaCpp:
+        def __init__(self, gguf_path: Path, *, name: str, n_ctx: int, n_threads: int, timeout_s: float) -> None:
+            loaded.append({"path": gguf_path, "n_ctx": n_ctx, "n_threads": n_threads, "timeout_s": timeout_s})
+            self.name = name
+
+        def generate(self, prompts: list[str], **_: Any) -> list[str]:
+            return [""] * len(prompts)
+
+    gguf = tmp_path / "fake.gguf"  # a model path of this test only: get_llm caches per model
+    gguf.write_bytes(b"")
+    monkeypatch.setattr(shared.llm, "LlamaCppLLM", FakeLlamaCpp)
+    env = {
+        "ENVIRONMENT": "test",
+        "HOME": str(tmp_path),
+        "EXPLAINER_DB_CACHE": "false",
+        "LLM_MODEL": str(gguf),
+        "LLM_BACKEND": "llama_cpp",
+        "DEVICE": "cpu",
+        "LLM_THREADS": "3",
+        "LLM_TIMEOUT_S": "7.5",
+        "LLM_CONTEXT": "2048",
+        "LLM_BATCH_SIZE": "4",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(f"RECSYS_{name}", value)
+    config.get_settings.cache_clear()
+    try:
+        with TestClient(create_app()) as c:  # settings from the environment, the model loaded at start-up
+            ready = c.get("/readyz").json()
+            explainer = c.app.state.explainer  # type: ignore[attr-defined]
+    finally:
+        config.get_settings.cache_clear()
+    assert loaded == [{"path": gguf, "n_ctx": 2048, "n_threads": 3, "timeout_s": 7.5}]
+    assert ready["checks"]["model"]["llm_loaded"] is True and ready["checks"]["model"]["backend"] == str(gguf)
+    assert explainer.reasoner.batch == 4

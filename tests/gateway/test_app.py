@@ -13,10 +13,13 @@ from services.explainer.config import ExplainerSettings
 from services.explainer.llm import LLMReasoner
 from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
+from services.gateway.schemas import RecommendationsResponse
+from shared.config import CommonSettings
 from shared.llm import CallableLLM
 from shared.reasons import near_duplicate_share
 from tests.utils.gateway import Seeded
-from tests.utils.servers import dead_url, serving
+from tests.utils.servers import dead_url, serving, start_app
+from tests.utils.settings import service_settings
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +78,6 @@ def test_warm_user_reasons_come_from_the_explainer_and_use_the_profile(
 @pytest.mark.parametrize("strategy", ["hybrid", "als", "llm_only", "popular"])
 def test_answers_match_the_documented_response_model(gw: TestClient, seeded: Seeded, strategy: str) -> None:
     """The endpoint serializes its dict directly (no response validation): the shape is checked here."""
-    from services.gateway.app import RecommendationsResponse
-
     for user in (seeded.warm_user, "NEVER-SEEN-USER-0002"):
         r = _recs(gw, user, k=3, strategy=strategy)
         assert r.status_code == 200 and r.headers["content-type"] == "application/json"
@@ -145,7 +146,7 @@ def test_explainer_down_gives_local_template_reasons_and_degraded(
 
 
 def test_slow_explainer_times_out_into_template_reasons(
-    gateway_settings: GatewaySettings, seeded: Seeded, pg_url: str
+    gateway_settings: GatewaySettings, seeded: Seeded, settings: CommonSettings
 ) -> None:
     """A real explainer whose LLM takes 3 s per call; the gateway waits at most its timeout."""
 
@@ -156,14 +157,14 @@ def test_slow_explainer_times_out_into_template_reasons(
     reasoner = LLMReasoner(
         CallableLLM(slow, name="slow"), batch=5, max_new_tokens=32, max_chars=160, max_ungrounded=2
     )
-    ex_settings = ExplainerSettings(
-        ENVIRONMENT="test", DATABASE_URL=pg_url, EXPLAINER_LLM_BUDGET_S=30.0, EXPLAINER_DB_CACHE=False
+    ex_settings = service_settings(
+        ExplainerSettings, settings, EXPLAINER_LLM_BUDGET_S=30.0, EXPLAINER_DB_CACHE=False
     )
     with serving(create_explainer(ex_settings, reasoner=reasoner)) as slow_explainer:
-        settings = gateway_settings.model_copy(
+        gw_settings = gateway_settings.model_copy(
             update={"EXPLAINER_URL": slow_explainer.url, "GATEWAY_EXPLAINER_TIMEOUT_S": 0.8}
         )
-        with TestClient(create_app(settings)) as c:
+        with TestClient(create_app(gw_settings)) as c:
             t0 = time.monotonic()
             body = _recs(c, seeded.warm_user, k=5, reasons="llm").json()
             elapsed = time.monotonic() - t0
@@ -173,22 +174,20 @@ def test_slow_explainer_times_out_into_template_reasons(
 
 
 def test_stopping_the_explainer_mid_session_degrades_then_recovers(
-    gateway_settings: GatewaySettings, seeded: Seeded, pg_url: str
+    gateway_settings: GatewaySettings, seeded: Seeded, settings: CommonSettings
 ) -> None:
-    ex_settings = ExplainerSettings(ENVIRONMENT="test", DATABASE_URL=pg_url, EXPLAINER_BACKEND="template")
-    from tests.utils.servers import start_app
-
+    ex_settings = service_settings(ExplainerSettings, settings, EXPLAINER_BACKEND="template")
     running = start_app(create_explainer(ex_settings, reasoner=None))
     port = int(running.url.rsplit(":", 1)[1])
-    settings = gateway_settings.model_copy(update={"EXPLAINER_URL": running.url})
-    with TestClient(create_app(settings)) as c:
+    gw_settings = gateway_settings.model_copy(update={"EXPLAINER_URL": running.url})
+    with TestClient(create_app(gw_settings)) as c:
         assert (
             "explainer:unreachable" not in _recs(c, seeded.warm_user, k=3, strategy="popular").json()["notes"]
         )
         running.stop()
         t0 = time.monotonic()
         body = _recs(c, seeded.warm_user, k=3, strategy="popular").json()
-        assert time.monotonic() - t0 < settings.GATEWAY_EXPLAINER_TIMEOUT_S + 2
+        assert time.monotonic() - t0 < gw_settings.GATEWAY_EXPLAINER_TIMEOUT_S + 2
         assert (
             body["degraded"] is True and len(body["items"]) == 3 and all(i["reason"] for i in body["items"])
         )
@@ -218,7 +217,7 @@ def _cache_count(c: TestClient, result: str) -> float:
 
 
 def test_answer_cache_reuses_until_the_user_changes_and_never_keeps_degraded_answers(
-    gateway_settings: GatewaySettings, seeded: Seeded, pg_url: str, tmp_path: Any
+    gateway_settings: GatewaySettings, seeded: Seeded, settings: CommonSettings, pg_url: str, tmp_path: Any
 ) -> None:
     from services.retriever.app import create_app as create_retriever
     from services.retriever.config import RetrieverSettings
@@ -227,8 +226,8 @@ def test_answer_cache_reuses_until_the_user_changes_and_never_keeps_degraded_ans
 
     user = seeded.warm_user
     # A real retriever (its index built from the seeded catalog): only non-degraded answers are cached.
-    retriever_settings = RetrieverSettings(
-        ENVIRONMENT="test", HOME=tmp_path, DATABASE_URL=pg_url, RETRIEVER_PROFILE_LISTENER=False
+    retriever_settings = service_settings(
+        RetrieverSettings, settings, HOME=tmp_path, RETRIEVER_PROFILE_LISTENER=False
     )
     with (
         serving(create_retriever(retriever_settings), ready_path="/readyz") as retriever,
@@ -238,7 +237,7 @@ def test_answer_cache_reuses_until_the_user_changes_and_never_keeps_degraded_ans
             )
         ) as c,
     ):
-        q = {"k": 3, "strategy": "popular", "reasons": "template"}
+        q: dict[str, Any] = {"k": 3, "strategy": "popular", "reasons": "template"}
         first = _recs(c, user, **q).json()
         assert first["degraded"] is False, first["notes"]
         hits = _cache_count(c, "hit")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -11,10 +16,11 @@ from sqlalchemy import func, select
 
 from services.ingest.app import create_app
 from services.ingest.config import IngestSettings
+from shared.broker import free_port, start_broker
 from shared.db import session_scope
 from shared.events import ITEMS, REVIEWS
 from shared.models import Item, OutboxEvent, Review
-from tests.ingest.util import item, read_topic, review, value
+from tests.utils.records import item, pending_outbox, read_topic, review, user_id, value
 
 
 def _reviews_of(settings: IngestSettings, user: str) -> list[Review]:
@@ -290,3 +296,69 @@ def test_openapi_documents_the_body(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     schema = spec["paths"]["/v1/reviews"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert "rating" in schema["oneOf"][0]["properties"]
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def only_relay(client: TestClient) -> Iterator[None]:
+    """Pause the session app's relay: it shares the database and would publish our rows elsewhere."""
+    relay = client.app.state.relay
+    relay.stop()
+    try:
+        yield
+    finally:
+        relay.start()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("only_relay")
+def test_broker_outage_accepts_then_delivers_all_once(ingest_settings: IngestSettings, tmp_path: Path) -> None:
+    port = free_port()
+    own = ingest_settings.model_copy(
+        update={"KAFKA_BOOTSTRAP": f"127.0.0.1:{port}", "RELAY_MAX_BACKOFF_S": 1.0}
+    )
+    broker = start_broker("127.0.0.1", port, log_path=tmp_path / "tansu-1.log")
+    users = [user_id() for _ in range(20)]
+    try:
+        with TestClient(create_app(own)) as client:
+            warm = review(user_id=users[0])
+            assert client.post("/v1/reviews", json=warm).status_code == 202
+            deadline = time.monotonic() + 30
+            while pending_outbox(own, {users[0]}) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert pending_outbox(own, {users[0]}) == 0, "relay never published with the broker up"
+
+            _stop(broker)
+            for u in users[1:]:
+                resp = client.post(
+                    "/v1/reviews",
+                    json={"reviews": [review(user_id=u), review(user_id=u, timestamp=1_700_000_000_001)]},
+                )
+                assert resp.status_code == 202
+                assert resp.json()["accepted"] == 2
+            time.sleep(2)  # the relay is failing and backing off meanwhile
+            assert pending_outbox(own, set(users[1:])) == 38
+
+            broker = start_broker("127.0.0.1", port, log_path=tmp_path / "tansu-2.log")
+            deadline = time.monotonic() + 60
+            while pending_outbox(own, set(users[1:])) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert pending_outbox(own, set(users[1:])) == 0, "outbox not drained after the broker came back"
+            assert client.app.state.relay.last_error is None
+
+        keys = {u.encode() for u in users[1:]}
+        # Everything is published (outbox drained): read the whole topic for a while, duplicates included.
+        records = read_topic(own, REVIEWS, until=lambda f: False, match=lambda r: r.key in keys, timeout_s=8)
+        ids = Counter(value(r)["event_id"] for r in records)
+        assert len(ids) == 38, f"events lost: {len(ids)} of 38 ({len(records)} records)"
+        assert max(ids.values()) == 1, "events doubled"
+    finally:
+        _stop(broker)

@@ -1,4 +1,4 @@
-"""Helpers for ingest tests: review builders, a Kafka reader, a live uvicorn server."""
+"""Test data builders and helpers: reviews and items, a Kafka topic reader, a live uvicorn server."""
 
 from __future__ import annotations
 
@@ -112,3 +112,21 @@ def live_server(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+def pending_outbox(settings: CommonSettings, keys: set[str]) -> int:
+    """Outbox rows with these keys not yet published."""
+    from sqlalchemy import func, select
+
+    from shared.db import session_scope
+    from shared.models import OutboxEvent
+
+    with session_scope(settings.database_url) as s:
+        return int(
+            s.scalar(
+                select(func.count())
+                .select_from(OutboxEvent)
+                .where(OutboxEvent.published_at.is_(None), OutboxEvent.key.in_(keys))
+            )
+            or 0
+        )

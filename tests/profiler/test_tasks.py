@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from services.profiler.profiles import split_sentences
+from services.profiler.summary import split_sentences
 from services.profiler.tasks import enqueue, make_celery
 from services.profiler.trigger import make_trigger
 from shared.db import session_scope

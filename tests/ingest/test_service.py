@@ -1,4 +1,4 @@
-"""The embedded default: the same upsert/outbox semantics on SQLite, and one relay leader per file."""
+"""``ingest()``: the one write path; here on the embedded default (SQLite), same upsert/outbox semantics."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from services.ingest.config import IngestSettings
 from services.ingest.service import ingest
 from shared.db import session_scope, upgrade_database
 from shared.models import Item, OutboxEvent, Review
-from shared.outbox import OutboxRelay
-from tests.ingest.util import item, review
+from tests.utils.records import item, review
 
 
 def test_sqlite_upsert_emits_only_for_new_or_changed(tmp_path: Path) -> None:
@@ -35,13 +33,3 @@ def test_sqlite_upsert_emits_only_for_new_or_changed(tmp_path: Path) -> None:
         assert s.get(Item, it["parent_asin"]).row_hash
         assert s.scalar(select(func.count()).select_from(OutboxEvent)) == 4
 
-
-def test_only_one_relay_per_sqlite_file(tmp_path: Path) -> None:
-    settings = IngestSettings(HOME=tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'recsys.db'}")
-    a, b = OutboxRelay(settings=settings, name="a"), OutboxRelay(settings=settings, name="b")
-    assert a.is_leader() is True
-    assert b.is_leader() is False
-    assert b.publish_pending() == 0  # standby: does not even look at the outbox
-    a.stop()  # releases the lock: the standby takes over
-    assert b.is_leader() is True
-    b.stop()

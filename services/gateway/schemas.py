@@ -1,0 +1,36 @@
+"""The gateway's public API shapes (the HTTP contract in ARCHITECTURE.md).
+
+The recommendations endpoint serializes its dict directly (``shared.http.FastJSON``); these models
+document the answer in OpenAPI and the tests validate every answer against them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+GatewayStrategy = Literal["hybrid", "als", "llm_only", "popular"]
+ReasonsBackend = Literal["auto", "template", "llm"]  # which explainer backend the gateway asks for
+ReasonSource = Literal["llm", "template"]
+
+
+class RecommendedItem(BaseModel):
+    parent_asin: str
+    title: str
+    score: float | None = Field(description="the strategy's own score (not comparable across strategies)")
+    average_rating: float | None
+    reason: str = Field(description="one short personalized reason or ad line")
+    source: GatewayStrategy = Field(description="which path produced it")
+    reason_source: ReasonSource
+
+
+class RecommendationsResponse(BaseModel):
+    """The answer's shape (documentation: the endpoint serializes its dict directly; tests validate it)."""
+
+    user_id: str
+    strategy: GatewayStrategy
+    cold_start: bool
+    degraded: bool = Field(description="a fallback was used; ``notes`` says which")
+    items: list[RecommendedItem]
+    notes: list[str] = Field(description="machine-readable fallback notes, e.g. explainer:timeout")
