@@ -116,6 +116,16 @@ def upgrade_database(url: str) -> None:
     command.upgrade(cfg, "head")
 
 
+async def database_check_async(url: str, *, timeout_s: float = 2.0) -> dict[str, Any]:
+    """:func:`database_check` in a worker thread under ``timeout_s`` (for async readiness endpoints)."""
+    import asyncio
+
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(database_check, url), timeout=timeout_s)
+    except TimeoutError:
+        return {"ok": False, "error": f"TimeoutError: no answer in {timeout_s:g} s"}
+
+
 def database_check(url: str) -> dict[str, Any]:
     """The one readiness check of a database: ``{"ok": True}`` or ``{"ok": False, "error": ...}``.
 

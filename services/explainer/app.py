@@ -15,7 +15,7 @@ from services.explainer.llm import LLMReasoner
 from services.explainer.schemas import ExplainRequest, ExplainResponse, RerankRequest, RerankResponse
 from services.explainer.service import Explainer, load_reasoner, readiness_info
 from services.explainer.store import ReasonCache
-from shared.db import database_check
+from shared.db import database_check_async
 from shared.http import install_common
 from shared.logging import configure_logging
 
@@ -64,10 +64,7 @@ async def readiness(app: FastAPI) -> dict[str, Any]:
     settings: ExplainerSettings = app.state.settings
     checks: dict[str, Any] = {"model": readiness_info(getattr(app.state, "explainer", None))}
     if settings.EXPLAINER_DB_CACHE:
-        try:
-            db = await asyncio.wait_for(asyncio.to_thread(database_check, settings.database_url), timeout=2.0)
-        except TimeoutError:
-            db = {"ok": False, "error": "TimeoutError"}
+        db = await database_check_async(settings.database_url)
         # the cache is optional: an unreachable database is reported, not fatal
         checks["cache_db"] = {"ok": True} if db["ok"] else {"ok": True, "reachable": False, "error": db["error"]}
     return checks

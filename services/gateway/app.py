@@ -14,7 +14,7 @@ from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings, get_settings
 from services.gateway.schemas import GatewayStrategy, ReasonsBackend, RecommendationsResponse
 from services.gateway.service import Recommender
-from shared.db import database_check
+from shared.db import database_check_async
 from shared.http import FastJSON, NotFound, install_common
 from shared.logging import configure_logging
 
@@ -89,10 +89,7 @@ async def readiness(app: FastAPI) -> dict[str, Any]:
     """DB is required; each dependency is reported (the gateway degrades without them)."""
     settings: GatewaySettings = app.state.settings
     checks: dict[str, Any] = {}
-    try:
-        checks["db"] = await asyncio.wait_for(asyncio.to_thread(database_check, settings.database_url), timeout=2.0)
-    except TimeoutError:
-        checks["db"] = {"ok": False, "error": "TimeoutError"}
+    checks["db"] = await database_check_async(settings.database_url)
     svc: Recommender | None = getattr(app.state, "recommender", None)
     if svc is None:
         checks["app"] = {"ok": False, "error": "not started"}

@@ -45,3 +45,17 @@ def test_pool_replaces_connections_the_server_killed(pg_url: str, after_idle_s: 
     finally:
         engine.dispose()
         admin.dispose()
+
+
+def test_database_check_reports_reachable_and_unreachable_databases(pg_url: str) -> None:
+    import asyncio
+
+    from shared.broker import free_port
+    from shared.db import database_check, database_check_async
+
+    assert database_check(pg_url) == {"ok": True}
+    dead = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none?connect_timeout=2"
+    down = database_check(dead)
+    assert down["ok"] is False and down["error"].startswith("OperationalError")
+    assert asyncio.run(database_check_async(pg_url)) == {"ok": True}
+    assert asyncio.run(database_check_async(dead, timeout_s=5.0))["ok"] is False
