@@ -202,8 +202,12 @@ def load_items(path: str | Path) -> list[ItemIn]:
     return out
 
 
-def item_text(item: ItemIn | Any, *, max_chars: int = 2_000) -> str:
-    """Title + features + description + key details, missing parts skipped (what gets embedded)."""
+def item_text(item: ItemIn | Any, *, max_chars: int = 2_000, store: bool = False, category: bool = True) -> str:
+    """Title + features + description + key details (+ store, + category), missing parts skipped.
+
+    The defaults are what gets embedded. The lexical candidate source asks for ``store=True,
+    category=False``: a category every item shares is no text, and an item without any scores nothing.
+    """
     parts: list[str] = []
     title = getattr(item, "title", "") or ""
     if title:
@@ -220,7 +224,10 @@ def item_text(item: ItemIn | Any, *, max_chars: int = 2_000) -> str:
                 if isinstance(v, str | int | float) and str(v)]
         if keep:
             parts.append("Details: " + "; ".join(keep))
+    shop = getattr(item, "store", None)
+    if store and isinstance(shop, str) and shop.strip():
+        parts.append(f"Store: {shop.strip()}")
     cat = getattr(item, "main_category", None)
-    if cat:
+    if category and cat:
         parts.append(f"Category: {cat}")
     return ". ".join(parts)[:max_chars]

@@ -6,6 +6,9 @@ figures from the reviews. The popularity score shrinks small samples towards the
 ``(C * m + sum) / (C + n)`` with ``C`` the prior count and ``m`` the global mean rating.
 Works on plain Python objects, dicts or a pandas DataFrame; no database needed.
 
+:func:`popular_by_count` is the one count-based definition (interactions in a recent window with a
+rating floor): the candidate sources and the evaluation's ``popular_count`` read it.
+
 :func:`pick_popular` is the one "popular" list: the top tier of an already ranked list, shuffled per
 user (deterministically) and mixed across categories. The retriever's popular / cold-start candidates
 call it; the offline evaluation and the gateway's database fallback can call the same code.
@@ -229,3 +232,37 @@ def pick_popular(
                 picked.append(q.pop(0))
         queues = [q for q in queues if q]
     return picked
+
+
+DAY_MS = 86_400_000
+
+
+def popular_by_count(
+    interactions: Any,
+    *,
+    window_days: float | None = None,
+    min_rating: float | None = None,
+    now: int | None = None,
+) -> list[tuple[str, float]]:
+    """Items by how many interactions they had, most first, ties by ``parent_asin``: ``(asin, count)``.
+
+    ``interactions``: objects, dicts or a DataFrame with ``parent_asin``, ``rating`` and ``timestamp``
+    (ms). Only interactions rated at least ``min_rating`` (None: any) and newer than ``window_days``
+    before ``now`` (None: all time) count; ``now`` defaults to the newest timestamp in
+    ``interactions``, so an offline log is read as of its own end.
+    """
+    rows = [r for r in _iter_rows(interactions) if get_field(r, "parent_asin") is not None]
+    if now is None:
+        stamps = [int(get_field(r, "timestamp", 0)) for r in rows]
+        now = max(stamps) if stamps else 0
+    since = None if window_days is None else now - window_days * DAY_MS
+    counts: dict[str, int] = {}
+    for r in rows:
+        if min_rating is not None and float(get_field(r, "rating", 0.0)) < min_rating:
+            continue
+        ts = int(get_field(r, "timestamp", 0))
+        if ts > now or (since is not None and ts < since):
+            continue
+        asin = str(get_field(r, "parent_asin"))
+        counts[asin] = counts.get(asin, 0) + 1
+    return [(a, float(n)) for a, n in sorted(counts.items(), key=lambda t: (-t[1], t[0]))]

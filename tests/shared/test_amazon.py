@@ -31,3 +31,10 @@ def test_item_text_skips_missing_parts() -> None:
     full = ItemIn.model_validate({"parent_asin": "X", "title": "Lace wig", "features": ["soft"],
                                   "description": ["A wig."], "main_category": "All Beauty"})
     assert item_text(full) == "Lace wig. Features: soft. Description: A wig.. Category: All Beauty"
+
+
+def test_item_text_store_and_category_are_optional_parts() -> None:
+    item = ItemIn.model_validate({"parent_asin": "X", "title": "Lace wig", "store": "WigCo",
+                                  "main_category": "All Beauty"})
+    assert item_text(item) == "Lace wig. Category: All Beauty"  # the embedded text is unchanged
+    assert item_text(item, store=True, category=False) == "Lace wig. Store: WigCo"

@@ -133,3 +133,42 @@ def test_pick_popular_reads_the_ranking_lazily() -> None:
 
     pick_popular(ranked(), user_id="y", k=5, tier=20)
     assert len(read) == 20
+
+
+# -- popular_by_count: the one count-based definition --
+
+DAY_MS = 86_400_000
+NOW = 1_700_000_000_000
+
+
+def _r(asin: str, days_ago: float, rating: float = 5.0) -> dict[str, object]:
+    return {"parent_asin": asin, "rating": rating, "timestamp": int(NOW - days_ago * DAY_MS)}
+
+
+def test_popular_by_count_counts_interactions_ties_by_asin() -> None:
+    from shared.popularity import popular_by_count
+
+    rows = [_r("B", 1), _r("A", 2), _r("C", 3), _r("C", 4), _r("B", 5), _r("D", 1)]
+    assert popular_by_count(rows) == [("B", 2.0), ("C", 2.0), ("A", 1.0), ("D", 1.0)]
+
+
+def test_popular_by_count_honours_the_window_and_the_rating_floor() -> None:
+    from shared.popularity import popular_by_count
+
+    rows = [_r("OLD", 400), _r("OLD", 400), _r("OLD", 380), _r("NEW", 10), _r("NEW", 5),
+            _r("LOW", 1, rating=2.0), _r("LOW", 2, rating=1.0), _r("LOW", 3, rating=3.0)]
+    assert popular_by_count(rows)[:2] == [("LOW", 3.0), ("OLD", 3.0)]  # all time, ties by asin
+    recent = popular_by_count(rows, window_days=30, now=NOW)
+    assert [a for a, _ in recent] == ["LOW", "NEW"]
+    assert popular_by_count(rows, window_days=30, min_rating=4.0, now=NOW) == [("NEW", 2.0)]
+    # now defaults to the newest interaction; later ones do not count as of an earlier now
+    assert popular_by_count(rows, window_days=30) == recent
+    assert popular_by_count(rows, now=NOW - 100 * DAY_MS) == [("OLD", 3.0)]
+
+
+def test_popular_by_count_reads_a_dataframe_and_empty_input() -> None:
+    from shared.popularity import popular_by_count
+
+    df = pd.DataFrame([_r("A", 1), _r("A", 2), _r("B", 1)])
+    assert popular_by_count(df) == [("A", 2.0), ("B", 1.0)]
+    assert popular_by_count([]) == []

@@ -1,0 +1,86 @@
+"""Lexical content neighbours: TF-IDF over each item's text, against a recency-weighted user vector.
+
+The item text is ``shared.amazon.item_text`` with the store and without the category (title +
+features + description + store + details; a category that most items share is no description). It is
+tokenized with the project's tokenizer, stop words and stemmer (``shared.text``) and weighted by
+scikit-learn's ``TfidfVectorizer`` (sublinear tf, smooth idf, l2 rows). The user vector is the sum of
+their last ``history_length`` items' rows weighted ``decay ** steps_from_end``; an item's score is its
+cosine with that vector. Items without text have an empty row and score nothing, so on a catalogue
+without text this source is silent and the collaborative sources carry the user. Content reaches items
+nobody has reviewed yet, which is what carries sparse catalogues.
+"""
+from __future__ import annotations
+
+from collections.abc import Container, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from services.retriever.sources.base import Candidates, ItemIndex, recent_rows, top_positive
+from shared.amazon import item_text
+from shared.records import get_field
+from shared.text import is_content, stem, tokens
+
+MAX_CHARS = 5_000
+
+
+def analyze(text: str) -> list[str]:
+    """The project's content stems (``shared.text``): what TF-IDF counts."""
+    return [stem(t) for t in tokens(text) if is_content(t)]
+
+
+def lexical_text(item: Any, *, category: bool = False) -> str:
+    """The text this source indexes for one item (empty when it has none)."""
+    return item_text(item, max_chars=MAX_CHARS, store=True, category=category)
+
+
+class LexicalSource:
+    """``lexical``: items whose words match the words of the user's recent items."""
+
+    name = "lexical"
+
+    def __init__(self, *, decay: float = 1.0, history_length: int = 50, max_df: float = 0.95,
+                 category: bool = False) -> None:
+        self.decay = decay
+        self.history_length = history_length
+        self.max_df = max_df
+        self.category = category
+        self.index = ItemIndex(())
+        self.matrix: sp.csr_matrix | None = None
+
+    def fit(self, *, interactions: Sequence[Any], items: Iterable[Any] = ()) -> None:
+        docs: dict[str, str] = {}
+        for it in items:
+            asin = get_field(it, "parent_asin")
+            if asin is not None:
+                docs.setdefault(str(asin), lexical_text(it, category=self.category))
+        for r in interactions:  # reviewed items without metadata: known, without text
+            docs.setdefault(str(get_field(r, "parent_asin")), "")
+        self.index = ItemIndex(docs)
+        texts = [docs[a] for a in self.index.asins]
+        self.matrix = None
+        if not any(texts):
+            return
+        vectorizer = TfidfVectorizer(analyzer=analyze, sublinear_tf=True, max_df=self.max_df, min_df=1)
+        try:
+            self.matrix = sp.csr_matrix(vectorizer.fit_transform(texts))
+        except ValueError:  # empty vocabulary: only stop words, or one word every item shares
+            self.matrix = None
+
+    def scores(self, history: Sequence[str]) -> np.ndarray | None:
+        if self.matrix is None:
+            return None
+        rows, weights = recent_rows(self.index, history, length=self.history_length, decay=self.decay)
+        if not rows:
+            return None
+        user = np.asarray(self.matrix[rows].T @ weights).ravel()
+        norm = float(np.linalg.norm(user))
+        if norm == 0.0:
+            return None
+        return np.asarray(self.matrix @ (user / norm)).ravel()
+
+    def candidates(self, *, history: Sequence[str], k: int, exclude: Container[str] = ()) -> Candidates:
+        s = self.scores(history)
+        return [] if s is None else top_positive(s, self.index, k=k, exclude=exclude)
