@@ -71,6 +71,15 @@ def similar(
     return svc.similar(parent_asin=parent_asin, k=k)
 
 
+@router.get("/ranker")
+def ranker(svc: ServiceDep) -> dict[str, Any]:
+    """The live ranking core: data version, sources, model (LambdaRank or blend) and the validation
+    figures that chose it; ``{"ready": false}`` before the first fit or when it is switched off."""
+    if svc.ranker is None:
+        return {"ready": False, "enabled": False}
+    return {"enabled": True, **svc.ranker.describe()}
+
+
 async def readiness(app: FastAPI) -> dict[str, Any]:
     """Model loaded, index and catalog served, database reachable ("starting" before the lifespan ran)."""
     svc: RetrieverService | None = getattr(app.state, "retriever", None)

@@ -103,6 +103,7 @@ class Candidate:
     score: float
     source: Source
     info: ItemInfo
+    channel: str | None = None  # the ranking core's source that ranks it best (coreview, lexical...)
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class CandidateResult:
     cold_start: bool
     index_version: str
     items: list[Candidate] = field(default_factory=list)
+    ranker: str | None = None  # the ranking core's version when it ranked these items
 
     def to_dict(self, user_id: str | None) -> dict[str, Any]:
         return {
@@ -119,8 +121,10 @@ class CandidateResult:
             "cold_start": self.cold_start,
             "index_version": self.index_version,
             "items": [
-                c.info.to_dict() | {"score": round(c.score, 6), "source": c.source} for c in self.items
+                c.info.to_dict() | {"score": round(c.score, 6), "source": c.source, "channel": c.channel}
+                for c in self.items
             ],
+            "ranker_version": self.ranker,
         }
 
 
@@ -425,6 +429,34 @@ def popular_candidates(
     return CandidateResult(strategy, user.is_cold if cold_start is None else cold_start, index_version, items)
 
 
+def ranked_candidates(
+    *,
+    core: Any,
+    index: IndexSnapshot,
+    catalog: Catalog,
+    user: UserSignals,
+    k: int,
+    params: RankingParams,
+    exclude: Iterable[str] = (),
+) -> CandidateResult | None:
+    """hybrid with the ranking core (``services.retriever.ranking``): the user's history through its
+    sources and model, the rating floor applied, items the catalog cannot show skipped. None for a
+    user without history (the vector pipeline and cold start handle them)."""
+    history = [h.parent_asin for h in user.history]
+    if not history:
+        return None
+    excluded = set(exclude) | set(history)
+    items: list[Candidate] = []
+    for r in core.rank(history=history, k=3 * k, exclude=excluded):
+        info = catalog.get(r.parent_asin)
+        if info is None or not _passes_rating(info, params):
+            continue
+        items.append(Candidate(r.parent_asin, r.score, "hybrid", info, channel=r.source))
+        if len(items) == k:
+            break
+    return CandidateResult("hybrid", False, index.version_label, items, ranker=core.version)
+
+
 def generate_candidates(
     *,
     strategy: CandidateStrategy,
@@ -436,9 +468,16 @@ def generate_candidates(
     exclude: Iterable[str] = (),
     als_candidates: Sequence[tuple[str, float]] | None = None,
     encoder: TextEncoder | None = None,
+    core: Any = None,
 ) -> CandidateResult:
-    """Dispatch on strategy (the one entry point the service and the evaluation call)."""
+    """Dispatch on strategy (the one entry point the service and the evaluation call). ``core``: the
+    live ranking core; hybrid uses it for users with history, the vector pipeline otherwise."""
     exclude = list(exclude)
+    if strategy == "hybrid" and core is not None:
+        ranked = ranked_candidates(core=core, index=index, catalog=catalog, user=user, k=k, params=params,
+                                   exclude=exclude)
+        if ranked is not None and ranked.items:
+            return ranked
     if strategy == "hybrid":
         return hybrid_candidates(
             index=index,

@@ -83,6 +83,17 @@ class RetrieverSettings(CommonSettings):
         description="users whose stored profile (per profile version the caller saw: the gateway sends "
         "it) and ALS top-N (per model version) are kept in memory; 0 = read them on every request",
     )
+    RETRIEVER_RANKER: bool = Field(
+        default=True,
+        description="hybrid ranks with the ranking core (candidate sources + LambdaRank or a tuned blend, "
+        "fitted in the background on the reviews); false = the study's vector pipeline only",
+    )
+    RETRIEVER_RANKER_REFIT_S: float = Field(
+        default=300.0, gt=0, description="at most one ranking-core refit per this many seconds (when data changed)"
+    )
+    RETRIEVER_RANKER_TUNE_USERS: int = Field(
+        default=3000, ge=0, description="validation users the ranking core tunes on per round (0 = all)"
+    )
     RETRIEVER_LLM_MIN_RATING: float = Field(default=4.0, ge=0, le=5)
     RETRIEVER_LLM_MIN_COUNT: int = Field(default=5, ge=0)
     RETRIEVER_LLM_TITLE_TOP: int = Field(default=300, ge=1)

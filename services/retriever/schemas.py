@@ -71,6 +71,9 @@ class CandidateItem(BaseModel):
     main_category: str | None
     features: list[str]
     source: Literal["hybrid", "llm_only", "popular", "als"]
+    channel: str | None = Field(
+        None, description="hybrid: the candidate source that ranks it best (coreview, transitions, lexical, "
+        "embedding, popular); None for the other strategies")
 
 
 class CandidatesResponse(BaseModel):
@@ -79,6 +82,9 @@ class CandidatesResponse(BaseModel):
     cold_start: bool
     index_version: str
     items: list[CandidateItem]
+    ranker_version: str | None = Field(
+        None, description="hybrid: the ranking core (data version) that ranked the items; None: the vector pipeline"
+    )
     als_version: int | None = Field(
         None, description="hybrid: the live ALS model whose top-N was blended in (None: none was)"
     )

@@ -31,6 +31,7 @@ from services.retriever.candidates import (
 from services.retriever.catalog import Catalog
 from services.retriever.config import RetrieverSettings
 from services.retriever.index import IndexConfig, IndexSnapshot, set_search_threads
+from services.retriever.ranking.live import LiveRanker
 from services.retriever.store import CatalogCursor, SnapshotStore, index_store, load_catalog, refresh_catalog
 from services.retriever.sync import bootstrap, load_compatible
 from services.retriever.users import RequestConnection, UserLookup
@@ -81,6 +82,12 @@ class RetrieverService:
         self._threads: list[threading.Thread] = []
         self._profile_loop: Any = None
         self.last_error: str | None = None
+        # hybrid's ranking core, fitted in its own thread so a long fit never delays index refreshes
+        self.ranker: LiveRanker | None = (
+            LiveRanker(database_url=settings.database_url, refit_s=settings.RETRIEVER_RANKER_REFIT_S,
+                       tune_users=settings.RETRIEVER_RANKER_TUNE_USERS)
+            if settings.RETRIEVER_RANKER else None
+        )
 
     @property
     def encoder(self) -> TextEncoder | None:
@@ -102,6 +109,10 @@ class RetrieverService:
         t = threading.Thread(target=self._background, name="retriever-refresh", daemon=True)
         t.start()
         self._threads.append(t)
+        if self.ranker is not None:
+            r = threading.Thread(target=self._refit_ranker, name="retriever-ranker", daemon=True)
+            r.start()
+            self._threads.append(r)
         if self.settings.RETRIEVER_PROFILE_LISTENER:
             p = threading.Thread(target=self._listen_profiles, name="retriever-profiles", daemon=True)
             p.start()
@@ -149,6 +160,21 @@ class RetrieverService:
             except Exception as e:
                 self.last_error = f"refresh: {e}"
                 log.exception("retriever refresh failed; will retry")
+
+    def _refit_ranker(self) -> None:
+        """Fit the ranking core once the index is in, then whenever the data changed (at most every
+        ``RETRIEVER_RANKER_REFIT_S``). A failed fit keeps the live core and is retried."""
+        assert self.ranker is not None
+        while not self._stop.wait(0.2):
+            if self._snapshot is None or not self.ranker.due():
+                continue
+            try:
+                self.ranker.refit(self._snapshot)
+                self.ranker.last_error = None
+            except Exception as e:
+                self.ranker.last_error = f"refit: {e}"[:500]
+                self.ranker.fitted_at = time.time()  # retry after the refit interval, not in a hot loop
+                log.exception("ranking core fit failed; keeping the live one")
 
     def _bootstrap(self) -> None:
         assert self.encoder is not None
@@ -269,7 +295,9 @@ class RetrieverService:
         started = time.perf_counter()
         snap, catalog = self.current()
         als_version: int | None = None
-        blend = strategy == "hybrid" and als_candidates is None and self.settings.RETRIEVER_ALS_BLEND > 0
+        core_ready = self.ranker is not None and self.ranker.core is not None
+        blend = (strategy == "hybrid" and als_candidates is None and self.settings.RETRIEVER_ALS_BLEND > 0
+                 and not core_ready)
         with contextlib.ExitStack() as stack:
             # at most one pool checkout for the user's reads and the ALS top-N
             conn = RequestConnection(self.settings.database_url, stack)
@@ -294,6 +322,7 @@ class RetrieverService:
             exclude=exclude,
             als_candidates=als_candidates,
             encoder=self.encoder,
+            core=self.ranker.core if self.ranker is not None else None,
         )
         QUERY_SECONDS.labels(strategy).observe(time.perf_counter() - started)
         return result.to_dict(user_id) | {"als_version": als_version}
@@ -341,6 +370,12 @@ class RetrieverService:
         }
         if self.last_error:
             checks["index"]["last_error"] = self.last_error[:500]
+        if self.ranker is not None:
+            # informational: hybrid serves with the vector pipeline until the first fit is in
+            rk = self.ranker.describe()
+            checks["ranker"] = {"ok": True, "ready": rk["ready"], "version": rk.get("version"),
+                                "model": (rk.get("model") or {}).get("kind"),
+                                "validation_ndcg": rk.get("validation_ndcg"), "last_error": rk.get("last_error")}
         checks["database"] = database_check(self.settings.database_url)
         return checks
 

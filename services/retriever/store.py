@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, NamedTuple
 
 import faiss
 import numpy as np
@@ -373,3 +374,33 @@ def _fsync_dir(path: Path) -> None:
         _fsync(path)
     except OSError:  # some filesystems refuse fsync on directories; rename is still atomic
         pass
+
+
+# ---- the ranking core's training data -----------------------------------------------------------------
+class ReviewRow(NamedTuple):
+    """One review as the candidate sources read it."""
+
+    user_id: str
+    parent_asin: str
+    rating: float
+    timestamp: int
+
+
+_TEXT_COLUMNS = (Item.parent_asin, Item.title, Item.main_category, Item.store, Item.features,
+                 Item.description, Item.details)
+
+
+def training_data_version(session: Session) -> str:
+    """Changes whenever a review or an item is added or changed (the ranker refits then)."""
+    n, top, changed = session.execute(select(func.count(Review.id), func.max(Review.id),
+                                             func.max(Review.updated_at))).one()
+    items, items_changed = session.execute(select(func.count(Item.parent_asin), func.max(Item.updated_at))).one()
+    return f"r{n or 0}.{top or 0}.{changed}.i{items or 0}.{items_changed}"
+
+
+def training_data(session: Session) -> tuple[list[ReviewRow], list[SimpleNamespace]]:
+    """Every review (user, item, rating, time) and every item's text fields, for the ranking core."""
+    reviews = [ReviewRow(str(u), str(a), float(r), int(t)) for u, a, r, t in session.execute(
+        select(Review.user_id, Review.parent_asin, Review.rating, Review.timestamp))]
+    items = [SimpleNamespace(**dict(m)) for m in session.execute(select(*_TEXT_COLUMNS)).mappings()]
+    return reviews, items

@@ -106,6 +106,8 @@ def rsettings(
         RETRIEVER_CATALOG_REFRESH_S=0.5,
         RETRIEVER_PROFILE_LISTENER=False,
         RETRIEVER_INDEXER_GROUP=f"retriever-indexer-{uuid.uuid4().hex[:6]}",
+        # these modules test the vector pipeline and its ALS blend; test_ranker.py turns the core on
+        RETRIEVER_RANKER=False,
     )
 
 

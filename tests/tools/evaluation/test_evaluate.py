@@ -86,6 +86,9 @@ def _without_timings(doc: dict[str, Any]) -> dict[str, Any]:
             group.pop("seconds_per_user", None)
     for key in ("seconds_total", "costs"):
         doc.pop(key)
+    for params in doc.get("params", {}).values():  # fit times (the ranking core reports its own)
+        if isinstance(params, dict):
+            params.pop("fit_seconds", None)
     return doc
 
 
@@ -153,11 +156,11 @@ def test_a_failing_strategy_is_reported_and_the_others_kept(tmp_path: Path, smal
         raise RuntimeError("profiler exploded")
 
     monkeypatch.setattr(profiles, "profile_offline_users", broken)
-    rc = main(*small_synth, tmp_path, k=K, strategies=["popular", "hybrid"], settings=eval_settings,
+    rc = main(*small_synth, tmp_path, k=K, strategies=["popular", "hybrid_study"], settings=eval_settings,
               show_progress=False)
     assert rc == 1
     doc = json.loads((tmp_path / "metrics.json").read_text())
     assert list(doc["strategies"]) == ["popular"]
-    assert "hybrid" in doc["failed"] and "profiles" in doc["failed"]["hybrid"]
+    assert "hybrid_study" in doc["failed"] and "profiles" in doc["failed"]["hybrid_study"]
     assert any("profiler exploded" in n for n in doc["notes"])
-    assert "hybrid did not run" in (tmp_path / "report.md").read_text()
+    assert "hybrid_study did not run" in (tmp_path / "report.md").read_text()

@@ -16,7 +16,8 @@ ALL_STRATEGIES: dict[str, str] = {
     "popular": "tools.evaluation.strategies.popular:PopularStrategy",
     "als": "tools.evaluation.strategies.als:AlsExplicitStrategy",
     "als_implicit": "tools.evaluation.strategies.als:AlsImplicitStrategy",
-    "hybrid": "tools.evaluation.strategies.hybrid:HybridStrategy",
+    "hybrid": "tools.evaluation.strategies.ranked:RankedHybridStrategy",
+    "hybrid_study": "tools.evaluation.strategies.hybrid:HybridStrategy",
     "llm_only": "tools.evaluation.strategies.llm_only:LlmOnlyStrategy",
     "blend": "tools.evaluation.strategies.blend:BlendStrategy",
     # Reference strategies (issue 13): the retriever's candidate sources alone and blended; seconds to fit.

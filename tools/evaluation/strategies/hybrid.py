@@ -15,7 +15,7 @@ from tools.evaluation.strategies.base import OfflineStrategy, StageClock, Strate
 
 
 class HybridStrategy(OfflineStrategy):
-    name = "hybrid"
+    name = "hybrid_study"
     uses_profiles = True
     uses_retriever = True
     explain_default = "auto"  # the study's ad slogans come from an LLM

@@ -1,0 +1,135 @@
+"""The ranking core on planted tastes: it finds what each source carries and combines them.
+
+Six clusters of ten items. Half the users walk a fixed chain inside a cluster (what transitions
+carry); the other half review random items of one cluster in random order (what co-review and content
+carry); everybody also reviews a few of the globally popular items. Pure logic: no database.
+"""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from services.retriever.ranking import RankingCore, default_factories
+from services.retriever.ranking.core import validation_split
+from shared.amazon import ItemIn
+from tests.retriever.sources.helpers import log
+
+CLUSTERS, PER = 6, 10
+POPULAR = [f"pop{i}" for i in range(4)]
+
+
+def planted(seed: int = 7, users: int = 360) -> tuple[dict[str, list[str]], list[ItemIn]]:
+    rng = random.Random(seed)
+    seqs: dict[str, list[str]] = {}
+    for u in range(users):
+        c = rng.randrange(CLUSTERS)
+        chain = [f"c{c}i{i}" for i in range(PER)]
+        if u % 2 == 0:  # a walk along the cluster's chain
+            start = rng.randrange(PER - 5)
+            own = chain[start:start + 5]
+        else:  # a bag of the cluster's items, in no order
+            own = rng.sample(chain, 5)
+        seq = list(own)
+        for p in rng.sample(POPULAR, 2):
+            seq.insert(rng.randrange(len(seq)), p)
+        seqs[f"u{u:03d}"] = seq
+    items = [{"parent_asin": f"c{c}i{i}", "title": f"{word} product number {i}",
+              "description": [f"{word} {word}s for every {word} lover"]}
+             for c, word in enumerate(["garden", "kitchen", "camera", "violin", "bicycle", "perfume"])
+             for i in range(PER)]
+    items += [{"parent_asin": p, "title": f"Gift card {p}"} for p in POPULAR]
+    return seqs, [ItemIn.model_validate(it) for it in items]
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[RankingCore, dict[str, list[str]]]:
+    seqs, items = planted()
+    return RankingCore.fit(interactions=log(seqs), items=items, k=10, min_queries=50), seqs
+
+
+def test_validation_split_holds_out_each_users_newest_item() -> None:
+    rest, users = validation_split(log({"a": ["x", "y", "z"], "b": ["q"]}))
+    assert [(u.user, u.history, u.target) for u in users] == [("a", ["x", "y"], "z")]
+    assert sorted(r.parent_asin for r in rest) == ["q", "x", "y"]
+
+
+def test_every_source_is_used_and_tuned(fitted: tuple[RankingCore, dict[str, list[str]]]) -> None:
+    core, _ = fitted
+    rep = core.report
+    assert set(rep["sources"]) == {"coreview", "transitions", "lexical", "popular"}
+    # transitions alone find the chain walkers' next item: well above popular
+    nd = rep["source_validation_ndcg"]
+    assert nd["transitions"] > 2 * nd["popular"] and nd["coreview"] > 2 * nd["popular"], nd
+
+
+def test_the_chosen_model_beats_every_single_source_on_validation(
+        fitted: tuple[RankingCore, dict[str, list[str]]]) -> None:
+    core, _ = fitted
+    sel = core.report["selection"]
+    cross = sel["cross_fit_ndcg"]
+    best_single = max(v for n, v in sel["in_sample_ndcg"].items() if n.startswith("single:"))
+    assert cross[sel["chosen"]] > best_single + 0.01, sel
+    assert core.validation_ndcg == cross[sel["chosen"]]
+
+
+def test_rank_excludes_seen_fills_k_and_names_sources(fitted: tuple[RankingCore, dict[str, list[str]]]) -> None:
+    core, seqs = fitted
+    history = ["c2i0", "c2i1", "c2i2"]
+    top = core.rank(history=history, k=10, exclude=set(history))
+    assert len(top) == 10 and not set(history) & {r.parent_asin for r in top}
+    assert top[0].parent_asin == "c2i3"  # the chain's next item
+    assert all(r.source in {"coreview", "transitions", "lexical", "popular"} for r in top)
+    plain = core.rank(history=history, k=10, exclude=set(history), diversify_lists=False)
+    assert [r.score for r in plain] == sorted((r.score for r in plain), reverse=True)
+
+
+def test_diversity_is_bought_within_its_validation_budget(fitted: tuple[RankingCore, dict[str, list[str]]]) -> None:
+    from services.retriever.ranking.diversity import intra_list_similarity
+
+    core, _ = fitted
+    div = core.report["diversity"]
+    nd = {float(k): v for k, v in div["validation_ndcg"].items()}
+    assert core.mmr_lambda == div["lambda"] < 1.0  # planted clusters: diversity is cheap here
+    assert nd[core.mmr_lambda] >= (1 - div["max_cost"]) * nd[1.0]
+    assert div["intra_list_similarity"][str(core.mmr_lambda)] < div["intra_list_similarity"]["1.0"]
+    history = ["c2i0", "c5i3", "c2i1"]
+    assert core.similarity is not None
+    mixed = [r.parent_asin for r in core.rank(history=history, k=10, exclude=set(history))]
+    plain = [r.parent_asin for r in core.rank(history=history, k=10, exclude=set(history), diversify_lists=False)]
+    assert mixed != plain and mixed[0] == plain[0]  # the best item stays first
+    # the user's two clusters both show up in the diversified list, not only the recent one
+    def clusters(asins: list[str]) -> set[str]:
+        return {a[:2] for a in asins[:5] if a.startswith("c")}
+    assert clusters(mixed) == {"c2", "c5"} and len(clusters(mixed)) >= len(clusters(plain))
+    assert intra_list_similarity(mixed, core.similarity) > 0
+
+
+def test_a_user_without_history_gets_popular(fitted: tuple[RankingCore, dict[str, list[str]]]) -> None:
+    core, _ = fitted
+    top = core.rank(history=[], k=3)
+    assert {r.parent_asin for r in top} <= set(POPULAR) and {r.source for r in top} == {"popular"}
+
+
+def test_without_item_text_the_collaborative_sources_carry_it() -> None:
+    seqs, items = planted(seed=11)
+    bare = [ItemIn(parent_asin=it.parent_asin) for it in items]
+    core = RankingCore.fit(interactions=log(seqs), items=bare, k=10, min_queries=50)
+    assert "lexical" not in core.report["sources"]
+    nd = core.report["source_validation_ndcg"]
+    assert core.validation_ndcg > 2 * nd["popular"], core.report
+
+
+def test_embedding_source_joins_when_vectors_are_given() -> None:
+    import numpy as np
+
+    seqs, items = planted(seed=3)
+    asins = [it.parent_asin for it in items]
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(CLUSTERS + 1, 16))
+    vecs = np.stack([centres[int(a[1]) if a.startswith("c") else CLUSTERS] + 0.1 * rng.normal(size=16)
+                     for a in asins])
+    core = RankingCore.fit(interactions=log(seqs), items=[ItemIn(parent_asin=a) for a in asins], k=10,
+                           factories=default_factories(vectors=(asins, vecs)), min_queries=50)
+    assert "embedding" in core.report["sources"]
+    assert core.report["source_validation_ndcg"]["embedding"] > core.report["source_validation_ndcg"]["popular"]

@@ -1,0 +1,81 @@
+"""hybrid with the ranking core in the running retriever: fitted in the background from the reviews in
+PostgreSQL, refitted when the data changes, served with each item's channel, described on /v1/ranker."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.ingest.service import ingest
+from services.retriever.config import RetrieverSettings
+from shared.config import CommonSettings
+from tests.retriever.conftest import service_of, wait_for
+from tests.utils.settings import service_settings
+from tools.synth import generate
+
+pytestmark = pytest.mark.slow
+CHANNELS = {"coreview", "transitions", "lexical", "embedding", "popular"}
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    return generate(users=60, items=40, seed=5)
+
+
+@pytest.fixture(scope="module")
+def rsettings(settings: CommonSettings, own_db: str, tmp_path_factory: pytest.TempPathFactory) -> RetrieverSettings:
+    return service_settings(
+        RetrieverSettings, settings, DATABASE_URL=own_db, HOME=tmp_path_factory.mktemp("retriever-home"),
+        TOPIC_PREFIX=f"t{uuid.uuid4().hex[:6]}.", RETRIEVER_POLL_S=0.2, RETRIEVER_CATALOG_REFRESH_S=0.5,
+        RETRIEVER_PROFILE_LISTENER=False, RETRIEVER_RANKER=True, RETRIEVER_RANKER_REFIT_S=0.5)
+
+
+def busiest(reviews: list[dict[str, Any]]) -> tuple[str, set[str]]:
+    by_user: dict[str, set[str]] = {}
+    for r in reviews:
+        by_user.setdefault(r["user_id"], set()).add(r["parent_asin"])
+    return max(by_user.items(), key=lambda kv: (len(kv[1]), kv[0]))
+
+
+def test_hybrid_is_ranked_by_the_core_once_it_is_fitted(client: TestClient, data: Any) -> None:
+    svc = service_of(client)
+    assert svc.ranker is not None
+    wait_for(lambda: svc.ranker is not None and svc.ranker.core is not None, timeout_s=120)
+    user, seen = busiest(data[0])
+    body = client.post("/v1/candidates", json={"user_id": user, "k": 5, "strategy": "hybrid"}).json()
+    assert body["ranker_version"] == svc.ranker.core.version
+    assert len(body["items"]) == 5 and not seen & {i["parent_asin"] for i in body["items"]}
+    assert all(i["source"] == "hybrid" and i["channel"] in CHANNELS for i in body["items"]), body
+    assert all(i["average_rating"] is None or i["average_rating"] >= 3.3 for i in body["items"])
+    # the other strategies are not the core's
+    pop = client.post("/v1/candidates", json={"user_id": user, "k": 5, "strategy": "popular"}).json()
+    assert pop["ranker_version"] is None and all(i["channel"] is None for i in pop["items"])
+
+
+def test_ranker_endpoint_and_readiness_describe_the_live_core(client: TestClient) -> None:
+    svc = service_of(client)
+    wait_for(lambda: svc.ranker is not None and svc.ranker.core is not None, timeout_s=120)
+    body = client.get("/v1/ranker").json()
+    assert body["enabled"] and body["ready"] and body["validation_users"] > 0
+    assert body["model"]["kind"] in {"blend", "lambdarank"} and "coreview" in body["sources"]
+    assert body["promotion"]["promoted"] in {True, False}
+    ready = client.get("/readyz").json()["checks"]["ranker"]
+    assert ready["ready"] and ready["version"] == body["version"]
+
+
+def test_refits_only_when_the_data_changed(client: TestClient, rsettings: RetrieverSettings, data: Any) -> None:
+    svc = service_of(client)
+    wait_for(lambda: svc.ranker is not None and svc.ranker.core is not None, timeout_s=120)
+    assert svc.ranker is not None
+    snap = svc.current()[0]
+    assert svc.ranker.refit(snap) is False  # nothing changed since the background fit
+    before = svc.ranker.core.version if svc.ranker.core else None
+    review = {**data[0][0], "user_id": "ranker-newcomer"}
+    assert ingest(database_url=rsettings.database_url, kind="reviews", records=[review]).accepted == 1
+    assert svc.ranker.refit(snap) is True
+    assert svc.ranker.core is not None and svc.ranker.core.version != before
+    # the new core was judged against the live one on the new validation queries
+    promotion = svc.ranker.core.report["promotion"]
+    assert promotion["live_version"] == before and promotion["live_ndcg"] is not None
