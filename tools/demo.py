@@ -89,6 +89,26 @@ def train_als(settings: CommonSettings, *, timeout_s: float = 900.0) -> bool:
     return False
 
 
+def describe_ranker(settings: GatewaySettings) -> None:
+    """Refit hybrid's ranking core on everything just loaded and say what it chose."""
+    try:
+        r = httpx.post(f"{settings.RETRIEVER_URL}/v1/ranker/refit", timeout=600.0)
+        body = r.json()
+    except (httpx.HTTPError, ValueError) as e:
+        typer.echo(f"ranking core: not available ({e}); hybrid uses the vector pipeline", err=True)
+        return
+    if r.status_code != 200 or not body.get("ready"):
+        typer.echo(f"ranking core: not ready (HTTP {r.status_code}); hybrid uses the vector pipeline", err=True)
+        return
+    model = body.get("model") or {}
+    detail = model.get("weights") or model.get("top_features") or {}
+    typer.echo(
+        f"ranking core for hybrid: {model.get('kind')} over {', '.join(body.get('sources') or [])} "
+        f"({body.get('interactions')} reviews; validation NDCG@10 {body.get('validation_ndcg')}; "
+        f"MMR lambda {body.get('mmr_lambda')}); {json.dumps(detail)}"
+    )
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     from shared.amazon import iter_jsonl
 
@@ -145,7 +165,7 @@ def print_user(settings: GatewaySettings, user_id: str, *, k: int) -> None:
         if body.get("error"):
             err = body["error"] if isinstance(body["error"], str) else json.dumps(body["error"])
             typer.echo(f"    error: {_cut(err, 160)}")
-        typer.echo(f"    {'#':>2}  {'title':44}  {'rating':>6}  {'source':8}  reason")
+        typer.echo(f"    {'#':>2}  {'title':44}  {'rating':>6}  {'source':11}  reason")
         for n, item in enumerate(body.get("items") or [], start=1):
             rating = (
                 f"{item['average_rating']:.1f}"
@@ -154,7 +174,7 @@ def print_user(settings: GatewaySettings, user_id: str, *, k: int) -> None:
             )
             typer.echo(
                 f"    {n:>2}  {_cut(item.get('title') or item['parent_asin'], 44):44}  {rating:>6}  "
-                f"{_cut(item.get('source') or '', 8):8}  {_cut(item.get('reason') or '', 90)}"
+                f"{_cut(item.get('channel') or item.get('source') or '', 11):11}  {_cut(item.get('reason') or '', 90)}"
             )
 
 
@@ -205,6 +225,7 @@ def run_demo(
     typer.echo("training ALS (Spark, local mode)…")
     if not train_als(settings):
         typer.echo("ALS training failed: the als strategy will fall back (degraded)", err=True)
+    describe_ranker(settings)
     for user_id in [*shown, COLD_USER]:
         print_user(settings, user_id, k=5)
     typer.echo("=" * 100)

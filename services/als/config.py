@@ -43,6 +43,11 @@ class AlsSettings(CommonSettings):
     ALS_REFIT_ON_ALL: bool = Field(True, description="after evaluation, refit on every rating for serving")
     ALS_PROMOTION_TOLERANCE: float = Field(0.0, description="relative slack when comparing to the live model")
     ALS_MIN_RATINGS: int = Field(10, description="refuse to train on fewer ratings")
+    ALS_FACTOR_GATE: bool = Field(
+        True,
+        description="explicit model: keep the ALS factors only when they lower the validation RMSE of the "
+        "user+item bias baseline (a leave-last-out split of the training part); otherwise serve the biases",
+    )
     ALS_RATINGS_PARQUET: str = Field("", description="read ratings from this Parquet path instead of the DB")
 
     # Retraining.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -95,6 +95,11 @@ class FittedModel:
     @property
     def n_items(self) -> int:
         return len(self.item_ids)
+
+    def without_factors(self) -> FittedModel:
+        """The same model with zero factors: predictions are the bias baseline (explicit) exactly."""
+        return replace(self, user_factors=np.zeros_like(self.user_factors),
+                       item_factors=np.zeros_like(self.item_factors))
 
     # --- rating prediction -------------------------------------------------------------------
     def predict(self, user_ids: Iterable[str], item_ids: Iterable[str]) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import Any
 
 from services.als import store
 from services.als.config import AlsSettings
-from services.als.data import load_ratings, make_split
+from services.als.data import leave_last_out, load_ratings, make_split
 from services.als.evaluation import evaluate
 from services.als.model import AlsParams, FittedModel, fit
 from shared import outbox
@@ -57,6 +57,22 @@ def resolve_params(
     values.update(overrides or {})
     values["implicit"] = implicit
     return AlsParams.from_dict(values)
+
+
+def gate_factors(train: Any, *, params: AlsParams, spark: Any) -> dict[str, Any]:
+    """Whether the explicit model keeps its factors: fit on a leave-last-out split of ``train`` and
+    compare the validation RMSE with the user+item bias baseline of the same fit (issue 13: the bias
+    baseline is the floor). Implicit models rank and are not gated."""
+    if params.implicit:
+        return {"factors": "kept", "reason": "implicit model (ranking)"}
+    inner = leave_last_out(train)
+    if inner.test.empty:
+        return {"factors": "kept", "reason": "no validation users"}
+    m = evaluate(fit(inner.train, params=params, spark=spark), inner.test)
+    keep = float(m["rmse"]) < float(m["rmse_bias"])
+    return {"factors": "kept" if keep else "dropped", "validation_rmse": round(float(m["rmse"]), 6),
+            "validation_rmse_bias": round(float(m["rmse_bias"]), 6),
+            "reason": "factors lower the validation RMSE" if keep else "the biases alone predict better"}
 
 
 def should_promote(
@@ -177,13 +193,20 @@ def _train_version(
 
     t = time.perf_counter()
     split = make_split(ratings, kind=settings.ALS_SPLIT, test_fraction=settings.ALS_TEST_FRACTION)
+    gate = gate_factors(split.train, params=params, spark=spark) if settings.ALS_FACTOR_GATE else None
     held_out = fit(split.train, params=params, spark=spark)
+    if gate is not None and gate["factors"] == "dropped":
+        held_out = held_out.without_factors()
     metrics: dict[str, Any] = evaluate(held_out, split.test)
     metrics.update(split.describe())
+    if gate is not None:
+        metrics["factor_gate"] = gate
     timings["evaluate_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     model: FittedModel = fit(ratings, params=params, spark=spark) if settings.ALS_REFIT_ON_ALL else held_out
+    if gate is not None and gate["factors"] == "dropped":
+        model = model.without_factors()
     timings["fit_s"] = time.perf_counter() - t
 
     with session_scope(url) as s:

@@ -22,6 +22,9 @@ class RecommendedItem(BaseModel):
     average_rating: float | None
     reason: str = Field(description="one short personalized reason or ad line")
     source: GatewayStrategy = Field(description="which path produced it")
+    channel: str | None = Field(
+        None, description="hybrid: the candidate source that ranks it best (coreview, transitions, lexical, "
+        "embedding, popular); None elsewhere")
     reason_source: ReasonSource
 
 

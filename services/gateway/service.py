@@ -179,6 +179,7 @@ class Recommender:
                     "average_rating": i.get("average_rating"),
                     "reason": i.get("reason") or "",
                     "source": i.get("source") or strategy,
+                    "channel": i.get("channel"),
                     "reason_source": i.get("reason_source", "template"),
                 }
                 for i in plan.items

@@ -14,7 +14,7 @@ from services.retriever.config import RetrieverSettings, get_settings
 from services.retriever.schemas import CandidatesRequest, CandidatesResponse
 from services.retriever.service import RetrieverService
 from shared.amazon import MAX_ID
-from shared.http import FastJSON, install_common
+from shared.http import DomainError, FastJSON, install_common
 from shared.logging import configure_logging
 
 
@@ -78,6 +78,18 @@ def ranker(svc: ServiceDep) -> dict[str, Any]:
     if svc.ranker is None:
         return {"ready": False, "enabled": False}
     return {"enabled": True, **svc.ranker.describe()}
+
+
+@router.post("/ranker/refit")
+async def refit_ranker(svc: ServiceDep) -> dict[str, Any]:
+    """Refit the ranking core now if the reviews or items changed since the live one (the demo and
+    operators use it after a bulk load); answers with the live core's description. 409 when off."""
+    if svc.ranker is None:
+        raise DomainError("the ranking core is switched off (RETRIEVER_RANKER=false)", code="ranker_disabled",
+                          status_code=409)
+    snap, _ = svc.current()
+    refitted = await asyncio.to_thread(svc.ranker.refit, snap)
+    return {"enabled": True, "refitted": refitted, **svc.ranker.describe()}
 
 
 async def readiness(app: FastAPI) -> dict[str, Any]:

@@ -51,6 +51,7 @@ class UserSignals:
     history: tuple[HistoryEntry, ...] = ()
     profile_vector: np.ndarray | None = None  # normalized, from the profiler or embedded summary
     profile_text: str | None = None  # the profile summary (llm_only matches it against titles)
+    dislike_vector: np.ndarray | None = None  # the profile's dislikes embedded: hybrid pushes away from it
 
     @property
     def is_cold(self) -> bool:
@@ -429,6 +430,25 @@ def popular_candidates(
     return CandidateResult(strategy, user.is_cold if cold_start is None else cold_start, index_version, items)
 
 
+def push_away(ranked: Sequence[Any], *, index: IndexSnapshot, dislike: np.ndarray, weight: float) -> list[Any]:
+    """Re-order a ranked list so that items close to the user's dislikes move down: each item's place
+    value ``1 - position / n`` loses ``weight * max(0, cosine(item, dislikes))`` (items without a vector
+    keep theirs). Stable: equal values keep the model's order."""
+    if weight <= 0 or not ranked:
+        return list(ranked)
+    d = _unit(dislike)
+    if d is None:
+        return list(ranked)
+    n = len(ranked)
+    value = []
+    for pos, r in enumerate(ranked):
+        vec = index.vector(r.parent_asin)
+        cos = float(np.dot(_unit(vec), d)) if vec is not None and _unit(vec) is not None else 0.0
+        value.append(1.0 - pos / n - weight * max(0.0, cos))
+    order = sorted(range(n), key=lambda i: -value[i])
+    return [ranked[i] for i in order]
+
+
 def ranked_candidates(
     *,
     core: Any,
@@ -442,12 +462,16 @@ def ranked_candidates(
     """hybrid with the ranking core (``services.retriever.ranking``): the user's history through its
     sources and model, the rating floor applied, items the catalog cannot show skipped. None for a
     user without history (the vector pipeline and cold start handle them)."""
-    history = [h.parent_asin for h in user.history]
+    # oldest first (the signals hold the newest first), ties by asin as the core was fitted
+    history = [h.parent_asin for h in sorted(user.history, key=lambda h: (h.timestamp, h.parent_asin))]
     if not history:
         return None
     excluded = set(exclude) | set(history)
     items: list[Candidate] = []
-    for r in core.rank(history=history, k=3 * k, exclude=excluded):
+    ranked = core.rank(history=history, k=3 * k, exclude=excluded)
+    if user.dislike_vector is not None:
+        ranked = push_away(ranked, index=index, dislike=user.dislike_vector, weight=params.dislike_weight)
+    for r in ranked:
         info = catalog.get(r.parent_asin)
         if info is None or not _passes_rating(info, params):
             continue

@@ -149,6 +149,7 @@ class StoredProfile:
     summary: str
     text: str  # summary plus the structured fields, what gets embedded when there is no vector
     embedding: bytes | None
+    dislikes: tuple[str, ...] = ()  # a negative signal (hybrid pushes similar items down), never embedded
 
 
 def stored_profile_text(row: Any) -> str:
@@ -176,6 +177,7 @@ _PROFILE_READ = select(
     _profiles.preferred_products,
     _profiles.liked_features,
     _profiles.potential_interests,
+    _profiles.dislikes,
     _profiles.embedding,
 ).where(_profiles.user_id == bindparam("user_id"))
 
@@ -198,6 +200,7 @@ def load_profile(conn: Connection | Session, user_id: str) -> StoredProfile | No
         summary=prof.summary or "",
         text=stored_profile_text(prof),
         embedding=prof.embedding,
+        dislikes=tuple(str(d) for d in (prof.dislikes or ()) if str(d).strip()),
     )
 
 

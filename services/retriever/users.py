@@ -120,9 +120,23 @@ class UserLookup:
             vec = self.profile_vector(stored)  # the gateway sends the stored summary back: reuse its vector
         if vec is None and text_given:
             vec = self.text_vector(text_given)
+        dislike: np.ndarray | None = None
         if stored is not None:
             summary = summary or stored.summary or stored.text or None
-        return UserSignals(user_id=user_id, history=hist, profile_vector=vec, profile_text=summary)
+            dislike = self.dislike_vector(stored)
+        return UserSignals(user_id=user_id, history=hist, profile_vector=vec, profile_text=summary,
+                           dislike_vector=dislike)
+
+    def dislike_vector(self, stored: StoredProfile) -> np.ndarray | None:
+        """The stored profile's dislikes embedded (cached per profile version); None without any."""
+        if not stored.dislikes or self.encoder is None:
+            return None
+        key = ("dislikes:" + stored.user_id, stored.version)
+        vec = self.profiles.get(key)
+        if vec is None:
+            vec = self.encoder.encode(["Dislikes: " + ", ".join(stored.dislikes)])[0]
+            self.profiles.put(key, vec)
+        return vec
 
     def _reads(
         self,

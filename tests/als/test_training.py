@@ -55,6 +55,7 @@ def test_first_model_is_promoted_with_metrics_factors_and_top_n(
     result = next(r for r in first_live["results"] if r.status == "live")
     m = result.metrics
     assert m["rmse"] < m["rmse_bias"] < m["rmse_global_mean"]
+    assert m["factor_gate"]["factors"] == "kept"  # planted tastes: the factors beat the biases on validation
     assert {"recall_at_10", "ndcg_at_10", "recall_at_10_popularity", "mae"} <= set(m)
     live = store.get_live(fast.database_url, kind="explicit")
     assert live is not None and live.version == result.version and live.trained_at is not None

@@ -186,6 +186,15 @@ def test_every_strategy_answers_a_warm_user_with_k_reasoned_items(stack: Stack, 
         assert all(i["source"] == "als" for i in items), body["notes"]
 
 
+def test_hybrid_through_the_gateway_is_ranked_by_the_core(stack: Stack) -> None:
+    r = httpx.post(f"{stack.urls['retriever']}/v1/ranker/refit", timeout=300)
+    assert r.status_code == 200 and r.json()["ready"], r.text
+    assert r.json()["interactions"] > 0 and r.json()["model"]["kind"] in {"blend", "lambdarank"}
+    body = _recs(stack, stack.warm_user, k=4, strategy="hybrid")  # k=4: not an answer cached before the fit
+    channels = {"coreview", "transitions", "lexical", "embedding", "popular"}
+    assert len(body["items"]) == 4 and all(i["channel"] in channels for i in body["items"]), body
+
+
 @pytest.mark.parametrize("strategy", ["hybrid", "als", "llm_only", "popular"])
 def test_every_strategy_answers_a_cold_user(stack: Stack, strategy: str) -> None:
     body = _recs(stack, "AE2ENEVERSEENUSER0000000001", k=5, strategy=strategy)

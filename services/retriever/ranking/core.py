@@ -221,6 +221,7 @@ class RankingCore:
         popular = final.get("popular")
         assert isinstance(popular, PopularSource)
         report = {
+            "interactions": len(interactions),
             "validation_users": n_users,
             "validation_rounds": len(data),
             "reachable_users": int((q.target >= 0).sum()),

@@ -83,7 +83,8 @@ class LiveRanker:
         if core is None:
             return {"ready": False, "last_error": self.last_error}
         rep = core.report
-        return {"ready": True, "version": core.version, "model": rep["model"], "sources": rep["sources"],
+        return {"ready": True, "version": core.version, "interactions": rep.get("interactions"),
+                "model": rep["model"], "sources": rep["sources"], "mmr_lambda": core.mmr_lambda,
                 "validation_ndcg": core.validation_ndcg, "validation_users": rep["validation_users"],
                 "selection": rep["selection"], "promotion": rep["promotion"], "source_params": rep["source_params"],
                 "fit_seconds": rep["fit_seconds"], "fitted_at": self.fitted_at, "last_error": self.last_error}

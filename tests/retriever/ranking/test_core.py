@@ -133,3 +133,54 @@ def test_embedding_source_joins_when_vectors_are_given() -> None:
                            factories=default_factories(vectors=(asins, vecs)), min_queries=50)
     assert "embedding" in core.report["sources"]
     assert core.report["source_validation_ndcg"]["embedding"] > core.report["source_validation_ndcg"]["popular"]
+
+
+def test_the_served_path_reads_the_history_oldest_first(fitted: tuple[RankingCore, dict[str, list[str]]]) -> None:
+    """The retriever's signals hold the newest review first; the core must still see the walk's end."""
+    from services.retriever.candidates import HistoryEntry, RankingParams, UserSignals, ranked_candidates
+    from services.retriever.catalog import Catalog
+    from services.retriever.index import IndexConfig, IndexSnapshot
+
+    core, seqs = fitted
+    _, items = planted()
+    catalog = Catalog.from_items(items, log(seqs))
+    index = IndexSnapshot.empty(dim=4, model_name="none", config=IndexConfig())
+    walk = ["c5i0", "c5i1", "c5i2", "c2i2", "c2i3"]  # an older walk in c5, the recent one in c2
+    newest_first = tuple(HistoryEntry(a, 5.0, 1_000 + n) for n, a in reversed(list(enumerate(walk))))
+    user = UserSignals(user_id="u", history=newest_first)
+    res = ranked_candidates(core=core, index=index, catalog=catalog, user=user, k=5, params=RankingParams())
+    assert res is not None and res.items[0].parent_asin == "c2i4", [c.parent_asin for c in res.items]
+    assert res.ranker == core.version and all(c.channel for c in res.items)
+    assert not set(walk) & {c.parent_asin for c in res.items}
+
+
+def test_dislikes_push_similar_items_down(fitted: tuple[RankingCore, dict[str, list[str]]]) -> None:
+    import numpy as np
+
+    from services.retriever.candidates import HistoryEntry, RankingParams, UserSignals, ranked_candidates
+    from services.retriever.catalog import Catalog
+    from services.retriever.index import IndexConfig, IndexSnapshot, ItemVector
+
+    core, seqs = fitted
+    _, items = planted()
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(CLUSTERS + 1, 8))
+    def vec(a: str) -> np.ndarray:
+        v = centres[int(a[1]) if a.startswith("c") else CLUSTERS] + 0.05 * rng.normal(size=8)
+        return (v / np.linalg.norm(v)).astype(np.float32)
+    index = IndexSnapshot.build([ItemVector(it.parent_asin, "h", vec(it.parent_asin), vec(it.parent_asin))
+                                 for it in items], dim=8, model_name="planted", config=IndexConfig())
+    catalog = Catalog.from_items(items, log(seqs))
+    walk = ["c5i0", "c5i1", "c2i2", "c5i2", "c2i3"]  # two tastes; the user then says they dislike c5
+    hist = tuple(HistoryEntry(a, 5.0, 1_000 + n) for n, a in enumerate(walk))
+    params = RankingParams()
+    plain = ranked_candidates(core=core, index=index, catalog=catalog, user=UserSignals(history=hist), k=6,
+                              params=params)
+    disliked = ranked_candidates(core=core, index=index, catalog=catalog, params=params, k=6,
+                                 user=UserSignals(history=hist, dislike_vector=centres[5].astype(np.float32)))
+    assert plain is not None and disliked is not None
+    def c5_share(res: object) -> float:
+        top = [c.parent_asin for c in res.items]  # type: ignore[attr-defined]
+        return sum(a.startswith("c5") for a in top) / len(top)
+    assert c5_share(plain) >= 0.3, [c.parent_asin for c in plain.items]
+    assert c5_share(disliked) < c5_share(plain), [c.parent_asin for c in disliked.items]
