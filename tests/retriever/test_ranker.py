@@ -16,7 +16,7 @@ from tests.utils.settings import service_settings
 from tools.synth import generate
 
 pytestmark = pytest.mark.slow
-CHANNELS = {"coreview", "transitions", "lexical", "embedding", "popular"}
+CHANNELS = {"coreview", "transitions", "transitions_wide", "lexical", "embedding", "popular"}
 
 
 @pytest.fixture(scope="module")

@@ -182,6 +182,29 @@ class LambdaRanker:
                 "top_features": {n: round(float(g), 2) for n, g in top}}
 
 
+@dataclass
+class EnsembleModel:
+    """The blend and the LambdaRank model together: the sum of their scores, each standardised by its
+    mean and spread over the training rows (order within a query is all that matters)."""
+
+    blend: BlendModel
+    ranker: LambdaRanker
+    scale: tuple[float, float, float, float]  # blend mean, blend std, ranker mean, ranker std
+    kind: str = "ensemble"
+
+    @classmethod
+    def of(cls, blend: BlendModel, ranker: LambdaRanker, matrix: np.ndarray) -> EnsembleModel:
+        b, r = blend.predict(matrix), ranker.predict(matrix)
+        return cls(blend, ranker, (float(b.mean()), float(b.std()) or 1.0, float(r.mean()), float(r.std()) or 1.0))
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        mb, sb, mr, sr = self.scale
+        return (self.blend.predict(matrix) - mb) / sb + (self.ranker.predict(matrix) - mr) / sr
+
+    def describe(self, names: Sequence[str]) -> dict[str, Any]:
+        return {"kind": self.kind, "blend": self.blend.describe(names), "lambdarank": self.ranker.describe(names)}
+
+
 def _train_rows(q: Queries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows, labels and group sizes of the queries that have their target among the candidates."""
     has = np.flatnonzero(q.target >= 0)
@@ -222,6 +245,9 @@ class Selection:
     in_sample_ndcg: dict[str, float]
     trees: int = 0
     folds: int = 2
+    # the chosen kind's scores of every row of the queries by the model that did not train on it
+    # (in-sample scores when there was no cross-fit): what the diversity choice is measured on
+    out_of_fold: np.ndarray | None = None
 
 
 def select_model(q: Queries, *, names: Sequence[str], feature_names: Sequence[str], k: int,
@@ -236,13 +262,14 @@ def select_model(q: Queries, *, names: Sequence[str], feature_names: Sequence[st
     in_sample = {**{f"single:{n}": round(s, 6) for n, s in singles.items()}, "blend": round(blend_score, 6)}
     reachable = int((q.target >= 0).sum())
     if reachable < min_queries or len(q) < 2 * folds:
-        return blend, Selection("blend", {}, in_sample, folds=0)
+        return blend, Selection("blend", {}, in_sample, folds=0, out_of_fold=blend.predict(q.matrix))
     # folds of users (a user's queries of every validation round stay in one fold)
     keys = list(query_user) if query_user is not None else [str(i) for i in range(len(q))]
     distinct = sorted(set(keys))
     user_fold = dict(zip(distinct, np.random.default_rng(seed).permutation(len(distinct)) % folds, strict=True))
     fold_of = np.asarray([user_fold[u] for u in keys])
-    cf_blend, cf_rank, cf_single, trees = [], [], [], []
+    cf_blend, cf_rank, cf_ens, cf_single, trees = [], [], [], [], []
+    oof = {n: np.zeros(len(q.group)) for n in ("blend", "lambdarank", "ensemble")}
     best_single = int(np.argmax([singles[n] for n in names]))
     for f in range(folds):
         test_g = np.flatnonzero(fold_of == f)
@@ -257,12 +284,22 @@ def select_model(q: Queries, *, names: Sequence[str], feature_names: Sequence[st
                                           valid=qt.subset(np.flatnonzero(inner)))
         trees.append(n_trees)
         cf_rank.append(ndcg_at(qv, model.predict(qv.matrix), k) * len(qv))
+        ens = EnsembleModel.of(b, model, qt.matrix)
+        cf_ens.append(ndcg_at(qv, ens.predict(qv.matrix), k) * len(qv))
+        rows = np.flatnonzero(np.isin(q.group, test_g))  # qv's rows, in the same order
+        for n, m in (("blend", b), ("lambdarank", model), ("ensemble", ens)):
+            oof[n][rows] = m.predict(qv.matrix)
     cross = {"single:" + names[best_single]: sum(cf_single) / len(q), "blend": sum(cf_blend) / len(q),
-             "lambdarank": sum(cf_rank) / len(q)}
+             "lambdarank": sum(cf_rank) / len(q), "ensemble": sum(cf_ens) / len(q)}
     cross = {n: round(v, 6) for n, v in cross.items()}
     n_trees = max(10, int(round(float(np.mean(trees)))))
-    if cross["lambdarank"] > cross["blend"]:
-        ranker, _ = train_lambdarank(q, feature_names=feature_names, rounds=n_trees)
-        in_sample["lambdarank"] = round(ndcg_at(q, ranker.predict(q.matrix), k), 6)
-        return ranker, Selection("lambdarank", cross, in_sample, trees=n_trees, folds=folds)
-    return blend, Selection("blend", cross, in_sample, folds=folds)
+    # the simplest model that is not beaten: blend, then the ranker, then both together
+    chosen = max(("blend", "lambdarank", "ensemble"), key=lambda n: (cross[n], -("blend", "lambdarank",
+                                                                                  "ensemble").index(n)))
+    if chosen == "blend":
+        return blend, Selection("blend", cross, in_sample, folds=folds, out_of_fold=oof["blend"])
+    ranker, _ = train_lambdarank(q, feature_names=feature_names, rounds=n_trees)
+    model_out: LambdaRanker | EnsembleModel = ranker if chosen == "lambdarank" else EnsembleModel.of(
+        blend, ranker, q.matrix)
+    in_sample[chosen] = round(ndcg_at(q, model_out.predict(q.matrix), k), 6)
+    return model_out, Selection(chosen, cross, in_sample, trees=n_trees, folds=folds, out_of_fold=oof[chosen])

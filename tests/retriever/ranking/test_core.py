@@ -57,7 +57,7 @@ def test_validation_split_holds_out_each_users_newest_item() -> None:
 def test_every_source_is_used_and_tuned(fitted: tuple[RankingCore, dict[str, list[str]]]) -> None:
     core, _ = fitted
     rep = core.report
-    assert set(rep["sources"]) == {"coreview", "transitions", "lexical", "popular"}
+    assert set(rep["sources"]) == {"coreview", "transitions", "transitions_wide", "lexical", "popular"}
     # transitions alone find the chain walkers' next item: well above popular
     nd = rep["source_validation_ndcg"]
     assert nd["transitions"] > 2 * nd["popular"] and nd["coreview"] > 2 * nd["popular"], nd
@@ -79,7 +79,7 @@ def test_rank_excludes_seen_fills_k_and_names_sources(fitted: tuple[RankingCore,
     top = core.rank(history=history, k=10, exclude=set(history))
     assert len(top) == 10 and not set(history) & {r.parent_asin for r in top}
     assert top[0].parent_asin == "c2i3"  # the chain's next item
-    assert all(r.source in {"coreview", "transitions", "lexical", "popular"} for r in top)
+    assert all(r.source in {"coreview", "transitions", "transitions_wide", "lexical", "popular"} for r in top)
     plain = core.rank(history=history, k=10, exclude=set(history), diversify_lists=False)
     assert [r.score for r in plain] == sorted((r.score for r in plain), reverse=True)
 
