@@ -442,8 +442,8 @@ def push_away(ranked: Sequence[Any], *, index: IndexSnapshot, dislike: np.ndarra
     n = len(ranked)
     value = []
     for pos, r in enumerate(ranked):
-        vec = index.vector(r.parent_asin)
-        cos = float(np.dot(_unit(vec), d)) if vec is not None and _unit(vec) is not None else 0.0
+        vec = _unit(index.vector(r.parent_asin))
+        cos = float(np.dot(vec, d)) if vec is not None else 0.0
         value.append(1.0 - pos / n - weight * max(0.0, cos))
     order = sorted(range(n), key=lambda i: -value[i])
     return [ranked[i] for i in order]
