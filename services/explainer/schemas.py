@@ -56,7 +56,9 @@ class Explanation(BaseModel):
 class ExplainResponse(BaseModel):
     explanations: list[Explanation]
     backend: str
-    degraded: bool
+    degraded: bool = Field(description="a dependency failed or ran out of time (never: the LLM has not caught up)")
+    pending: int = Field(
+        0, description="items answered with a template while their LLM reason is written in the background")
 
 
 class RerankRequest(BaseModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,9 @@ CACHE = Counter("recsys_explainer_cache_total", "Reason cache lookups", ["result
 RERANKS = Counter("recsys_explainer_reranks_total", "Re-rank requests", ["outcome"])
 LLM_TIMEOUTS = Counter(
     "recsys_explainer_llm_timeouts_total", "LLM calls that ran past their budget", ["call"]
+)
+BACKGROUND = Counter(
+    "recsys_explainer_background_total", "Background LLM reason jobs", ["result"]  # queued|done|dropped|failed
 )
 
 
@@ -74,6 +78,9 @@ class Explainer:
         # One thread owns the model: queued LLM work waits here, not in the default pool that the
         # cache's DB calls use, and a request past its deadline is dropped when its turn comes.
         self._llm_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explainer-llm")
+        # background reason jobs queued or running: (user, profile version, model, asins)
+        self._background: set[tuple[str, int, str, tuple[str, ...]]] = set()
+        self._background_lock = threading.Lock()
 
     async def _in_llm_thread(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -92,6 +99,10 @@ class Explainer:
         reasons: list[str | None] = [None] * len(items)
         degraded = False
         use_llm = self.reasoner is not None and req.backend != "template"
+        # backend=auto never waits for the LLM (unless configured inline): what is cached now, the
+        # rest as templates, and the missing LLM reasons written in the background for the next answer
+        inline = req.backend == "llm" or self.settings.EXPLAINER_INLINE_LLM
+        pending = 0
         if req.backend == "llm" and self.reasoner is None:
             degraded = True  # asked for the LLM, this deployment has none: say so
         if use_llm and items:
@@ -109,7 +120,10 @@ class Explainer:
             todo = [i for i, it in enumerate(items) if it.parent_asin not in cached]
             for i, it in enumerate(items):
                 reasons[i] = cached.get(it.parent_asin)
-            if todo:
+            if todo and not inline:
+                pending = self.in_background(user_id=req.user_id, profile_version=req.profile_version,
+                                             terms=terms, items=[items[i] for i in todo])
+            elif todo:
                 budget = self.settings.EXPLAINER_LLM_BUDGET_S
                 deadline = time.monotonic() + budget
                 try:
@@ -158,7 +172,56 @@ class Explainer:
             out.append(Explanation(parent_asin=it.parent_asin, reason=reason, source=source))
             REASONS.labels(source).inc()
         backend = self.backend_name if use_llm else "template"
-        return ExplainResponse(explanations=out, backend=backend, degraded=degraded)
+        return ExplainResponse(explanations=out, backend=backend, degraded=degraded, pending=pending)
+
+    def in_background(self, *, user_id: str | None, profile_version: int, terms: Any,
+                      items: list[Any]) -> int:
+        """Queue the LLM reasons of ``items`` for this user and profile version on the LLM thread (the
+        result goes to the reason cache); returns how many items were queued (0: already queued, the
+        queue is full, or there is no LLM)."""
+        if self.reasoner is None or not items:
+            return 0
+        model = self.reasoner.name
+        key = (user_id or "", profile_version, model, tuple(sorted(i.parent_asin for i in items)))
+        with self._background_lock:
+            if key in self._background:
+                return len(items)  # already on its way
+            if len(self._background) >= self.settings.EXPLAINER_BACKGROUND_QUEUE:
+                BACKGROUND.labels("dropped").inc()
+                return 0
+            self._background.add(key)
+        BACKGROUND.labels("queued").inc()
+        try:
+            self._llm_pool.submit(self._write_reasons, key, user_id, profile_version, terms, items)
+        except RuntimeError:  # shutting down
+            with self._background_lock:
+                self._background.discard(key)
+            return 0
+        return len(items)
+
+    def _write_reasons(self, key: tuple[str, int, str, tuple[str, ...]], user_id: str | None,
+                       profile_version: int, terms: Any, items: list[Any]) -> None:
+        """One background job, on the LLM thread: generate, keep the validated reasons, cache them."""
+        assert self.reasoner is not None
+        try:
+            deadline = time.monotonic() + self.settings.EXPLAINER_BACKGROUND_BUDGET_S
+            generated = self.reasoner.generate(terms=terms, items=items, deadline=deadline)
+            fresh = [(it.parent_asin, text) for it, text in zip(items, generated, strict=True) if text]
+            if fresh:
+                self.cache.put_many(user_id=user_id, profile_version=profile_version, model_name=key[2],
+                                    reasons=fresh)
+            BACKGROUND.labels("done").inc()
+        except Exception:
+            BACKGROUND.labels("failed").inc()
+            log.exception("background reasons failed", extra={"user_id": user_id})
+        finally:
+            with self._background_lock:
+                self._background.discard(key)
+
+    @property
+    def background_jobs(self) -> int:
+        with self._background_lock:
+            return len(self._background)
 
     async def rerank(self, req: RerankRequest) -> RerankResponse:
         cands = req.candidates
@@ -227,4 +290,6 @@ def readiness_info(explainer: Explainer | None) -> dict[str, Any]:
         "backend": explainer.backend_name,
         "llm_loaded": explainer.reasoner is not None,
         "template_model": TEMPLATE_MODEL,
+        "inline_llm": explainer.settings.EXPLAINER_INLINE_LLM,
+        "background_jobs": explainer.background_jobs,
     }

@@ -87,7 +87,9 @@ def make_profile(seed: int = 0) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="session")
 def explainer_settings(settings: CommonSettings) -> ExplainerSettings:
-    return service_settings(ExplainerSettings, settings, EXPLAINER_BACKEND="template")
+    """Inline LLM: the tests of generation, validation and the budget see the LLM's answer in the
+    response; ``test_background.py`` tests the default (background) mode."""
+    return service_settings(ExplainerSettings, settings, EXPLAINER_BACKEND="template", EXPLAINER_INLINE_LLM=True)
 
 
 @pytest.fixture(scope="session")

@@ -25,8 +25,10 @@ def get_explainer(ctx: EvalContext, backend: str) -> Any:
         from services.explainer.store import ReasonCache
     except ImportError as e:
         raise StrategyUnavailable(f"explainer library not importable: {e}") from e
-    # No reason cache: every strategy pays for its own reasons.
-    updates: dict[str, Any] = {"EXPLAINER_DB_CACHE": False, "EXPLAINER_CACHE_SIZE": 0}
+    # No reason cache (every strategy pays for its own reasons), and the LLM inline: batch work
+    # measures the LLM reasons themselves, not the templates a live request answers with first.
+    updates: dict[str, Any] = {"EXPLAINER_DB_CACHE": False, "EXPLAINER_CACHE_SIZE": 0,
+                               "EXPLAINER_INLINE_LLM": True}
     if backend == "template":
         updates["EXPLAINER_BACKEND"] = "template"
     settings = ctx.service_settings(ExplainerSettings, **updates)
