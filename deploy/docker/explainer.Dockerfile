@@ -24,9 +24,10 @@ COPY shared ./shared
 COPY services ./services
 COPY tools ./tools
 # The project itself, from this checkout (its dependencies are ranges in pyproject.toml).
+# Portable AVX2 llama.cpp, not -march=native (see the Makefile): the image runs on other CPUs.
+ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 # hadolint ignore=DL3013
-# portable AVX2 llama.cpp, not -march=native (see the Makefile): the image runs on other CPUs
-RUN CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" pip install ".[explainer]"
+RUN pip install ".[explainer]"
 
 # ---- runtime: slim, non-root, read-only-root friendly -------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
