@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from services.retriever.ranking.features import UserCandidates
+from services.retriever.sources.tuning import WEIGHT_GRID, ascend
 
-WEIGHT_GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 LGBM_PARAMS: dict[str, Any] = {
     "objective": "lambdarank",
     "metric": "ndcg",
@@ -135,31 +135,12 @@ class BlendModel:
 
 
 def coordinate_ascent(q: Queries, *, n_sources: int, k: int, grid: Sequence[float] = WEIGHT_GRID,
-                      rounds: int = 3, start: int | None = None) -> tuple[BlendModel, float]:
-    """Best single source first, then one weight at a time over ``grid``, strict improvements only:
-    the blend is never worse on ``q`` than its best single source."""
-    eye = np.eye(n_sources)
+                      rounds: int = 3) -> tuple[BlendModel, float]:
+    """The blend of the first ``n_sources`` (norm) columns by :func:`tuning.ascend` on ``q``'s NDCG@k:
+    never worse on ``q`` than its best single source."""
     norm = q.matrix[:, :n_sources]
-    singles = [ndcg_at(q, norm @ eye[j], k) for j in range(n_sources)]
-    j0 = int(np.argmax(singles)) if start is None else start
-    w = eye[j0].copy()
-    best = singles[j0]
-    for _ in range(rounds):
-        improved = False
-        for j in range(n_sources):
-            for value in grid:
-                if value == w[j]:
-                    continue
-                trial = w.copy()
-                trial[j] = value
-                if not trial.any():
-                    continue
-                score = ndcg_at(q, norm @ trial, k)
-                if score > best + 1e-12:
-                    best, w, improved = score, trial, True
-        if not improved:
-            break
-    return BlendModel(weights=w), best
+    res = ascend(lambda w: ndcg_at(q, norm @ w, k), n_sources=n_sources, grid=grid, rounds=rounds)
+    return BlendModel(weights=res.weights), res.score
 
 
 @dataclass

@@ -14,7 +14,7 @@ accepts strict improvements, so the chosen blend is never worse on validation th
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,12 +112,15 @@ class AscentResult:
     trace: list[tuple[int, float, float]] = field(default_factory=list)  # (source, weight, score)
 
 
-def coordinate_ascent(cases: Sequence[UserCase], *, n_sources: int, k: int, grid: Sequence[float] = WEIGHT_GRID,
-                      rounds: int = 3) -> AscentResult:
-    """Best single source first, then one weight at a time over ``grid`` (strict improvements only)."""
-    singles = [ndcg(cases, np.eye(n_sources)[j], k) for j in range(n_sources)]
+def ascend(score: Callable[[np.ndarray], float], *, n_sources: int, grid: Sequence[float] = WEIGHT_GRID,
+           rounds: int = 3) -> AscentResult:
+    """Best single source first (a one-hot vector), then one weight at a time over ``grid``, strict
+    improvements of ``score(weights)`` only: the result is never worse than the best single source.
+    The one coordinate ascent of the project (the ranking core's blend uses it too)."""
+    eye = np.eye(n_sources)
+    singles = [score(eye[j]) for j in range(n_sources)]
     start = int(np.argmax(singles)) if singles else 0
-    weights = np.eye(n_sources)[start] if n_sources else np.zeros(0)
+    weights = eye[start].copy() if n_sources else np.zeros(0)
     best = singles[start] if singles else 0.0
     result = AscentResult(weights=weights.copy(), score=best, start=start)
     for _ in range(rounds):
@@ -130,14 +133,20 @@ def coordinate_ascent(cases: Sequence[UserCase], *, n_sources: int, k: int, grid
                 trial[j] = w
                 if not trial.any():
                     continue
-                score = ndcg(cases, trial, k)
-                if score > best + 1e-12:
-                    best, weights, improved = score, trial, True
-                    result.trace.append((j, float(w), score))
+                value = score(trial)
+                if value > best + 1e-12:
+                    best, weights, improved = value, trial, True
+                    result.trace.append((j, float(w), value))
         if not improved:
             break
     result.weights, result.score = weights, best
     return result
+
+
+def coordinate_ascent(cases: Sequence[UserCase], *, n_sources: int, k: int, grid: Sequence[float] = WEIGHT_GRID,
+                      rounds: int = 3) -> AscentResult:
+    """:func:`ascend` on the validation NDCG@k of the blend over ``cases``."""
+    return ascend(lambda w: ndcg(cases, w, k), n_sources=n_sources, grid=grid, rounds=rounds)
 
 
 def single_scores(cases: Sequence[UserCase], *, n_sources: int, k: int) -> list[float]:
