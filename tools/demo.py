@@ -101,7 +101,9 @@ def describe_ranker(settings: GatewaySettings) -> None:
         typer.echo(f"ranking core: not ready (HTTP {r.status_code}); hybrid uses the vector pipeline", err=True)
         return
     model = body.get("model") or {}
-    detail = model.get("weights") or model.get("top_features") or {}
+    detail = (model.get("weights") or model.get("top_features")
+              or {"blend": (model.get("blend") or {}).get("weights"),
+                  "lambdarank trees": (model.get("lambdarank") or {}).get("trees")})
     typer.echo(
         f"ranking core for hybrid: {model.get('kind')} over {', '.join(body.get('sources') or [])} "
         f"({body.get('interactions')} reviews; validation NDCG@10 {body.get('validation_ndcg')}; "
