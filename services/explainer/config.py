@@ -29,6 +29,12 @@ class ExplainerSettings(LlmSettings):
     )
     EXPLAINER_BACKGROUND_QUEUE: int = Field(
         512, ge=0, description="(user, items) reason jobs waiting for the LLM thread; more are dropped (0 = none)")
+    EXPLAINER_PRECOMPUTE: bool = Field(
+        True,
+        description="on each ready profile (profiles.v1) write the LLM reasons of the user's hybrid top "
+        "EXPLAINER_PRECOMPUTE_K items in the background, so the first answer after a profile change has them",
+    )
+    EXPLAINER_PRECOMPUTE_K: int = Field(10, ge=1, le=100)
     EXPLAINER_BACKGROUND_BUDGET_S: float = Field(
         120.0, gt=0, description="LLM time one background reason job may take")
     # The inherited knob with the explainer's own default: the budget is checked between generate

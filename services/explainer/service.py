@@ -40,6 +40,9 @@ RERANKS = Counter("recsys_explainer_reranks_total", "Re-rank requests", ["outcom
 LLM_TIMEOUTS = Counter(
     "recsys_explainer_llm_timeouts_total", "LLM calls that ran past their budget", ["call"]
 )
+PRECOMPUTE = Counter(
+    "recsys_explainer_precompute_total", "Ready profiles whose reasons were precomputed", ["result"]
+)  # queued | cached (all there already) | no_profile | no_items | error
 BACKGROUND = Counter(
     "recsys_explainer_background_total", "Background LLM reason jobs", ["result"]  # queued|done|dropped|failed
 )
@@ -217,6 +220,59 @@ class Explainer:
         finally:
             with self._background_lock:
                 self._background.discard(key)
+
+    def precompute(self, *, user_id: str, version: int) -> int:
+        """A ready profile (``profiles.v1``): queue the LLM reasons of the user's current hybrid top
+        items (asked of the retriever over HTTP, like any client) that the cache lacks. Returns the
+        number of items queued. Errors are counted and logged: precomputing is an optimisation."""
+        import httpx
+
+        from services.explainer.schemas import ItemFacts, ProfileIn
+        from services.explainer.store import profile_for_reasons
+
+        if self.reasoner is None:
+            return 0
+        try:
+            found = profile_for_reasons(self.settings.database_url, user_id)
+            if found is None or found[0] < version:  # not ready, or an older row than the event
+                PRECOMPUTE.labels("no_profile").inc()
+                return 0
+            stored_version, structured, summary = found
+            r = httpx.post(f"{self.settings.RETRIEVER_URL}/v1/candidates",
+                           json={"user_id": user_id, "k": self.settings.EXPLAINER_PRECOMPUTE_K,
+                                 "strategy": "hybrid"}, timeout=10.0)
+            r.raise_for_status()
+            items = [ItemFacts.model_validate(i) for i in r.json().get("items") or []]
+            if not items:
+                PRECOMPUTE.labels("no_items").inc()
+                return 0
+            cached = self.cache.get_many(user_id=user_id, profile_version=stored_version,
+                                         model_name=self.reasoner.name, asins=[i.parent_asin for i in items])
+            todo = [i for i in items if i.parent_asin not in cached]
+            if not todo:
+                PRECOMPUTE.labels("cached").inc()
+                return 0
+            terms = profile_terms(ProfileIn.model_validate(structured), summary)
+            queued = self.in_background(user_id=user_id, profile_version=stored_version, terms=terms, items=todo)
+            PRECOMPUTE.labels("queued" if queued else "dropped").inc()
+            return queued
+        except Exception as e:
+            PRECOMPUTE.labels("error").inc()
+            log.warning("reason precompute failed", extra={"user_id": user_id, "error": str(e)[:300]})
+            return 0
+
+    def handle_profile_events(self, records: Any) -> None:
+        """The profiles.v1 handler: precompute for every ready profile (never raises)."""
+        from shared.events import ProfileEvent
+        from shared.kafka import decode_value
+
+        for rec in records:
+            try:
+                ev = ProfileEvent.model_validate(decode_value(rec))
+            except ValueError:
+                continue
+            if ev.status == "ready":
+                self.precompute(user_id=ev.user_id, version=ev.version)
 
     @property
     def background_jobs(self) -> int:

@@ -104,3 +104,16 @@ class ReasonCache:
                 s.execute(stmt)
         except Exception:
             log.exception("explanation cache write failed", extra={"user_id": uid})
+
+
+def profile_for_reasons(database_url: str, user_id: str) -> tuple[int, dict[str, list[str]], str] | None:
+    """(version, structured terms, summary) of the user's ready profile; None otherwise."""
+    from shared.models import Profile
+
+    with session_scope(database_url) as s:
+        row = s.get(Profile, user_id)
+        if row is None or row.status != "ready":
+            return None
+        terms = {k: [str(t) for t in (getattr(row, k) or []) if str(t).strip()]
+                 for k in ("preferred_products", "liked_features", "dislikes", "potential_interests")}
+        return int(row.version or 0), terms, row.summary or ""

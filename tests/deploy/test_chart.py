@@ -380,10 +380,14 @@ def test_network_policies_open_only_the_gateway(render) -> None:
     gateway_peer = {"podSelector": {"matchLabels": {
         "app.kubernetes.io/name": "recsys", "app.kubernetes.io/instance": RELEASE,
         "app.kubernetes.io/component": "gateway"}}}
+    explainer_peer = {"podSelector": {"matchLabels": {**gateway_peer["podSelector"]["matchLabels"],
+                                                      "app.kubernetes.io/component": "explainer"}}}
+    # the explainer also calls the retriever: the hybrid top items whose reasons it precomputes
+    callers = {"retriever": [gateway_peer, explainer_peer], "explainer": [gateway_peer], "als": [gateway_peer]}
     for svc in ("retriever", "explainer", "als"):
         policy = rendered.get("NetworkPolicy", f"{RELEASE}-{svc}")
         app_rule, *metrics_rules = policy["spec"]["ingress"]
-        assert app_rule["from"] == [gateway_peer], svc
+        assert app_rule["from"] == callers[svc], svc
         for rule in metrics_rules:
             assert all("namespaceSelector" in peer for peer in rule["from"]), svc
     # Consumers and workers accept nothing.

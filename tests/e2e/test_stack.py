@@ -209,6 +209,21 @@ def test_bad_input_and_profile(stack: Stack) -> None:
     assert httpx.get(f"{gw}/v1/users/{stack.warm_user}/profile").json()["status"] == "ready"
 
 
+def _metric(text: str, series: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series + " "))
+
+
+def test_ready_profiles_get_their_llm_reasons_written_in_the_background(stack: Stack) -> None:
+    """profiles.v1 -> the explainer asks the retriever for the user's hybrid top items -> the LLM thread
+    writes their reasons to the cache; no request waited for any of it."""
+    def precomputed() -> bool:
+        text = httpx.get(f"{stack.urls['explainer']}/metrics", timeout=5).text
+        return (_metric(text, 'recsys_explainer_precompute_total{result="queued"}') >= 1
+                and _metric(text, 'recsys_explainer_background_total{result="done"}') >= 1)
+
+    _wait_until("reasons precomputed from a profile event", precomputed, timeout_s=600, every_s=5)
+
+
 def test_killing_the_explainer_yields_degraded_answers_within_the_timeout(stack: Stack) -> None:
     stack.stop("explainer")
     t0 = time.monotonic()

@@ -89,7 +89,8 @@ def make_profile(seed: int = 0) -> dict[str, list[str]]:
 def explainer_settings(settings: CommonSettings) -> ExplainerSettings:
     """Inline LLM: the tests of generation, validation and the budget see the LLM's answer in the
     response; ``test_background.py`` tests the default (background) mode."""
-    return service_settings(ExplainerSettings, settings, EXPLAINER_BACKEND="template", EXPLAINER_INLINE_LLM=True)
+    return service_settings(ExplainerSettings, settings, EXPLAINER_BACKEND="template", EXPLAINER_INLINE_LLM=True,
+                            EXPLAINER_PRECOMPUTE=False)  # the profiles.v1 listener: tests/e2e
 
 
 @pytest.fixture(scope="session")
