@@ -55,7 +55,14 @@ class Plan:
     retriever_cold: bool | None = None
 
     def fallback(self, reason: str) -> None:
+        """A dependency failed or timed out: another path answers, and the answer says degraded."""
         self.degraded = True
+        self.notes.append(reason)
+        FALLBACKS.labels(self.strategy, reason.split(":", 1)[0]).inc()
+
+    def note(self, reason: str) -> None:
+        """Another path answers although nothing failed (ALS does not know a cold user): noted, not
+        degraded."""
         self.notes.append(reason)
         FALLBACKS.labels(self.strategy, reason.split(":", 1)[0]).inc()
 
@@ -306,7 +313,10 @@ class Recommender:
             if len(plan.items) >= plan.k:
                 return
         reason = f"als:{err.code or err.kind}" if err else "als:too_few"
-        plan.fallback(reason)
+        if err is None or err.code == "user_not_in_model":
+            plan.note(reason)  # the model does not know the user (yet), or lists too few: not a failure
+        else:
+            plan.fallback(reason)
         await self._hybrid(user_id, ctx, plan, exclude, (None, err))
 
     async def _llm_only(
