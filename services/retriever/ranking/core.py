@@ -279,9 +279,6 @@ class RankingCore:
             order = order[diversify(asins, scores[order], self.similarity, k, self.mmr_lambda)]
         return [Ranked(uc.asins[i], float(scores[i]), uc.sources[i]) for i in order[:k]]
 
-    def validation_score(self, queries: Queries, k: int) -> float:
-        return ndcg_at(queries, self.model.predict(queries.matrix), k)
-
 
 def ranked_order(scores: np.ndarray, popularity: np.ndarray) -> np.ndarray:
     """Positions by score descending, ties by popularity descending, then position (asin order)."""

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from services.retriever.sources.base import Candidates, CandidateSource, order_key
+from services.retriever.sources.base import Candidates, CandidateSource
 from shared.records import get_field
 
 DAY_S = 86_400.0
@@ -174,10 +174,3 @@ class FeatureBuilder:
         m[:, base + 3] = (m[:, n_src:2 * n_src] > 0).sum(axis=1)
         return UserCandidates(asins=asins, matrix=m, popularity=popularity, sources=best_source)
 
-
-def history_of(interactions: Iterable[Any]) -> dict[str, list[str]]:
-    """Each user's items oldest first (the evaluation's order)."""
-    by_user: dict[str, list[Any]] = {}
-    for r in interactions:
-        by_user.setdefault(str(get_field(r, "user_id")), []).append(r)
-    return {u: [str(get_field(r, "parent_asin")) for r in sorted(rs, key=order_key)] for u, rs in by_user.items()}

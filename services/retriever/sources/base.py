@@ -103,6 +103,29 @@ def recent_rows(index: ItemIndex, history: Sequence[str], *, length: int, decay:
     return rows, np.power(float(decay), steps)
 
 
+class ScoredSource:
+    """A source that scores every item of ``self.index`` (``scores(history)``, None when it knows
+    nothing of the history): its candidates are the best positive scores. Subclasses set ``index`` in
+    ``fit`` and implement ``scores``."""
+
+    index: ItemIndex
+
+    def scores(self, history: Sequence[str]) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def candidates(self, *, history: Sequence[str], k: int, exclude: Container[str] = ()) -> Candidates:
+        s = self.scores(history)
+        return [] if s is None else top_positive(s, self.index, k=k, exclude=exclude)
+
+
+def row_candidates(matrix: Any, index: ItemIndex, asin: str, k: int) -> Candidates:
+    """The best positive entries of ``asin``'s row of an item x item matrix (unknown item: none)."""
+    row = index.row.get(asin)
+    if row is None:
+        return []
+    return top_positive(matrix[row].toarray().ravel(), index, k=k)
+
+
 def top_positive(scores: np.ndarray, index: ItemIndex, *, k: int, exclude: Container[str] = ()) -> Candidates:
     """The ``k`` best positive scores as ``(asin, score)``, ties by asin, without ``exclude``."""
     if k <= 0:

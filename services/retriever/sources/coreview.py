@@ -7,13 +7,20 @@ keeps its ``neighbours`` best. A user's score for item ``j`` is the recency-weig
 """
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from services.retriever.sources.base import Candidates, ItemIndex, recent_rows, top_positive, user_sequences
+from services.retriever.sources.base import (
+    Candidates,
+    ItemIndex,
+    ScoredSource,
+    recent_rows,
+    row_candidates,
+    user_sequences,
+)
 
 
 def keep_top_per_row(matrix: sp.csr_matrix, n: int) -> sp.csr_matrix:
@@ -35,7 +42,7 @@ def keep_top_per_row(matrix: sp.csr_matrix, n: int) -> sp.csr_matrix:
     return sp.csr_matrix((data[keep], indices[keep], new_indptr), shape=matrix.shape)
 
 
-class CoReviewSource:
+class CoReviewSource(ScoredSource):
     """``coreview``: items reviewed by the same users as the user's recent items."""
 
     name = "coreview"
@@ -67,10 +74,7 @@ class CoReviewSource:
 
     def neighbours_of(self, asin: str, k: int = 10) -> Candidates:
         """The item's best co-review neighbours (what ``fit`` kept), best first."""
-        row = self.index.row.get(asin)
-        if row is None:
-            return []
-        return top_positive(self.similarity[row].toarray().ravel(), self.index, k=k)
+        return row_candidates(self.similarity, self.index, asin, k)
 
     def scores(self, history: Sequence[str]) -> np.ndarray | None:
         """Dense scores over ``self.index`` (None when no history item is known)."""
@@ -79,6 +83,3 @@ class CoReviewSource:
             return None
         return np.asarray(self.similarity[rows].T @ weights).ravel()
 
-    def candidates(self, *, history: Sequence[str], k: int, exclude: Container[str] = ()) -> Candidates:
-        s = self.scores(history)
-        return [] if s is None else top_positive(s, self.index, k=k, exclude=exclude)

@@ -9,15 +9,19 @@ text this source is silent like the lexical one.
 """
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-from services.retriever.sources.base import Candidates, ItemIndex, recent_rows, top_positive
+from services.retriever.sources.base import (
+    ItemIndex,
+    ScoredSource,
+    recent_rows,
+)
 
 
-class EmbeddingSource:
+class EmbeddingSource(ScoredSource):
     """``embedding``: items whose embedding is close to the user's recent items' embeddings."""
 
     name = "embedding"
@@ -52,6 +56,3 @@ class EmbeddingSource:
             return None
         return np.asarray(self.matrix @ (user / norm), dtype=np.float64)
 
-    def candidates(self, *, history: Sequence[str], k: int, exclude: Container[str] = ()) -> Candidates:
-        s = self.scores(history)
-        return [] if s is None else top_positive(s, self.index, k=k, exclude=exclude)

@@ -11,14 +11,18 @@ nobody has reviewed yet, which is what carries sparse catalogues.
 """
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from services.retriever.sources.base import Candidates, ItemIndex, recent_rows, top_positive
+from services.retriever.sources.base import (
+    ItemIndex,
+    ScoredSource,
+    recent_rows,
+)
 from shared.amazon import item_text
 from shared.records import get_field
 from shared.text import is_content, stem, tokens
@@ -36,7 +40,7 @@ def lexical_text(item: Any, *, category: bool = False) -> str:
     return item_text(item, max_chars=MAX_CHARS, store=True, category=category)
 
 
-class LexicalSource:
+class LexicalSource(ScoredSource):
     """``lexical``: items whose words match the words of the user's recent items."""
 
     name = "lexical"
@@ -81,6 +85,3 @@ class LexicalSource:
             return None
         return np.asarray(self.matrix @ (user / norm)).ravel()
 
-    def candidates(self, *, history: Sequence[str], k: int, exclude: Container[str] = ()) -> Candidates:
-        s = self.scores(history)
-        return [] if s is None else top_positive(s, self.index, k=k, exclude=exclude)

@@ -9,13 +9,20 @@ into "what comes next / came before, given ``a``". A user's score for ``j`` sums
 """
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from services.retriever.sources.base import Candidates, ItemIndex, recent_rows, top_positive, user_sequences
+from services.retriever.sources.base import (
+    Candidates,
+    ItemIndex,
+    ScoredSource,
+    recent_rows,
+    row_candidates,
+    user_sequences,
+)
 
 
 def _row_normalised(matrix: sp.csr_matrix) -> sp.csr_matrix:
@@ -24,7 +31,7 @@ def _row_normalised(matrix: sp.csr_matrix) -> sp.csr_matrix:
     return (sp.diags(inv) @ matrix).tocsr()
 
 
-class TransitionSource:
+class TransitionSource(ScoredSource):
     """``transitions``: what users reviewed right after (and right before) the user's last items."""
 
     name = "transitions"
@@ -64,10 +71,7 @@ class TransitionSource:
 
     def next_of(self, asin: str, k: int = 10) -> Candidates:
         """``P(next = j | asin)``, best first."""
-        row = self.index.row.get(asin)
-        if row is None:
-            return []
-        return top_positive(self.forward[row].toarray().ravel(), self.index, k=k)
+        return row_candidates(self.forward, self.index, asin, k)
 
     def scores(self, history: Sequence[str]) -> np.ndarray | None:
         rows, weights = recent_rows(self.index, history, length=self.history_length, decay=self.decay)
@@ -80,6 +84,3 @@ class TransitionSource:
             out += self.backward_weight * np.asarray(self.backward[rows].T @ weights).ravel()
         return out
 
-    def candidates(self, *, history: Sequence[str], k: int, exclude: Container[str] = ()) -> Candidates:
-        s = self.scores(history)
-        return [] if s is None else top_positive(s, self.index, k=k, exclude=exclude)

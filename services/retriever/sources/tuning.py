@@ -14,7 +14,7 @@ accepts strict improvements, so the chosen blend is never worse on validation th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -147,11 +147,3 @@ def coordinate_ascent(cases: Sequence[UserCase], *, n_sources: int, k: int, grid
                       rounds: int = 3) -> AscentResult:
     """:func:`ascend` on the validation NDCG@k of the blend over ``cases``."""
     return ascend(lambda w: ndcg(cases, w, k), n_sources=n_sources, grid=grid, rounds=rounds)
-
-
-def single_scores(cases: Sequence[UserCase], *, n_sources: int, k: int) -> list[float]:
-    return [ndcg(cases, np.eye(n_sources)[j], k) for j in range(n_sources)]
-
-
-def weights_dict(names: Sequence[str], weights: np.ndarray) -> Mapping[str, float]:
-    return {n: float(w) for n, w in zip(names, weights, strict=True)}
