@@ -112,6 +112,9 @@ async def run_one(
     degraded = 0
     hits = 0
     headers = {"Cache-Control": "no-cache"} if cache == "off" else {}
+    key = os.environ.get("RECSYS_ADMIN_KEY") or next(iter(os.environ.get("RECSYS_READ_KEYS", "").split(",")), "")
+    if key:  # reads of personal data need a read or admin key where keys are configured
+        headers["Authorization"] = f"Bearer {key}"
     counter = iter(range(requests))
     params = {"k": str(k), "strategy": strategy, "reasons": reasons}
     conn = aiohttp.TCPConnector(limit=concurrency)

@@ -14,13 +14,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-MAX_ID = 128
+MAX_ID = 128  # user_id, parent_asin, asin: validation and the database columns (shared.models)
 MAX_TITLE = 1_000
 MAX_TEXT = 50_000  # characters; real reviews top out far below this
 MAX_LIST = 200
 MIN_TS_MS = 631_152_000_000  # 1990-01-01: anything earlier is seconds, not ms, or garbage
 MAX_TS_MS = 4_102_444_800_000  # 2100-01-01
 MAX_INT32 = 2_147_483_647  # helpful_vote / rating_number are 32-bit columns
+# Real records nest 3 levels at most (an item's ``details``); a JSON encoder recurses once per level
+# (orjson stops at 254), so a deeper record could be accepted but never stored or hashed.
+MAX_DEPTH = 16
 
 
 def _strip_id(v: Any) -> Any:
@@ -41,6 +44,52 @@ def _text_or_empty(v: Any) -> Any:
     return "" if v is None else _drop_nul(v)
 
 
+def nesting_depth(value: Any, *, stop_at: int = MAX_DEPTH + 1) -> int:
+    """Levels of lists/objects in ``value`` (a scalar is 0), counted up to ``stop_at`` without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list | tuple):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest >= stop_at:
+                return deepest
+            stack.extend((child, depth) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+_IDS = frozenset({"user_id", "parent_asin", "asin"})  # NUL in an id is an error, not something to drop
+
+
+def _without_nul(value: Any) -> Any:
+    # PostgreSQL's JSON and text types cannot hold NUL (U+0000); it carries no meaning anywhere in a record.
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def _clean_record(data: Any) -> Any:
+    """The raw record with its nesting bounded and NUL dropped from every key and string but the ids.
+
+    Whole record, known and unknown fields alike (the record itself is level 1). Depth is checked
+    first, so the recursive NUL walk is bounded too.
+    """
+    if not isinstance(data, dict):
+        return data
+    out: dict[Any, Any] = {}
+    for name, value in data.items():
+        if nesting_depth(value, stop_at=MAX_DEPTH) >= MAX_DEPTH:
+            raise ValueError(f"field {_without_nul(name)!r} is nested deeper than {MAX_DEPTH - 1} levels")
+        key = _without_nul(name)
+        out[key] = value if key in _IDS else _without_nul(value)
+    return out
+
+
 class ReviewIn(BaseModel):
     """One review as Amazon Reviews 2023 ships it."""
 
@@ -56,6 +105,11 @@ class ReviewIn(BaseModel):
     timestamp: int = Field(ge=MIN_TS_MS, le=MAX_TS_MS, description="milliseconds since epoch")
     helpful_vote: int | None = Field(None, ge=0, le=MAX_INT32)
     verified_purchase: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nesting(cls, data: Any) -> Any:
+        return _clean_record(data)
 
     _norm_ids = field_validator("parent_asin", "user_id", "asin", mode="before")(_strip_id)
     _norm_text = field_validator("title", "text", mode="before")(_text_or_empty)
@@ -102,6 +156,11 @@ class ItemIn(BaseModel):
     images: list[Any] = Field(default_factory=list)
     videos: list[Any] = Field(default_factory=list)
     bought_together: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nesting(cls, data: Any) -> Any:
+        return _clean_record(data)
 
     _norm_ids = field_validator("parent_asin", mode="before")(_strip_id)
     _norm_title = field_validator("title", mode="before")(_text_or_empty)
@@ -172,6 +231,9 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None, s
                 obj = json.loads(line)
             except ValueError as e:
                 yield line_no, None, f"invalid JSON: {e}"
+                continue
+            except RecursionError:
+                yield line_no, None, "invalid JSON: nested too deeply to parse"
                 continue
             if not isinstance(obj, dict):
                 yield line_no, None, "not a JSON object"

@@ -37,7 +37,11 @@ class CommonSettings(BaseSettings):
     CELERY_BROKER_URL: str = Field("", description="empty = SQLAlchemy transport on SQLite under HOME")
     CELERY_RESULT_BACKEND: str = ""
     API_KEYS: Annotated[list[str], NoDecode] = Field(default_factory=list, description="bearer keys for writes")
-    ADMIN_KEY: str | None = Field(None, description="bearer key for admin endpoints (train)")
+    ADMIN_KEY: str | None = Field(None, description="bearer key for admin endpoints (train, refit)")
+    READ_KEYS: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="bearer keys for reads of personal data (recommendations, profiles); "
+        "the admin key is accepted too"
+    )
     LOG_JSON: bool = False
     LOG_LEVEL: str = "INFO"
 
@@ -47,6 +51,10 @@ class CommonSettings(BaseSettings):
     RETRIEVER_URL: str = "http://127.0.0.1:8002"
     EXPLAINER_URL: str = "http://127.0.0.1:8003"
     ALS_URL: str = "http://127.0.0.1:8004"
+
+    # The dashboard (issue 16): an operator's client of the services above; `recsys up` starts it here
+    # and `recsys demo` prints this URL. Nothing calls it.
+    DASHBOARD_URL: str = "http://127.0.0.1:8005"
 
     # Read by more than one service, so declared once here.
     RETRIEVER_HISTORY_MAX: int = Field(
@@ -64,7 +72,7 @@ class CommonSettings(BaseSettings):
     LLM_BACKEND: str = Field("auto", description="auto | llama_cpp | transformers | template")
     DEVICE: str = Field("auto", description="auto | cpu | cuda")
 
-    @field_validator("API_KEYS", mode="before")
+    @field_validator("API_KEYS", "READ_KEYS", mode="before")
     @classmethod
     def _split_keys(cls, v: object) -> object:
         if isinstance(v, str):
@@ -78,9 +86,28 @@ class CommonSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_defaults_in_production(self) -> CommonSettings:
-        if self.ENVIRONMENT == "production" and not self.DATABASE_URL:
+        if self.ENVIRONMENT != "production":
+            return self  # development and test: open by default (the embedded demo)
+        if not self.DATABASE_URL:
             raise ValueError("RECSYS_DATABASE_URL must be set in production (SQLite is for development)")
+        missing = [name for name, value in (("RECSYS_API_KEYS", self.API_KEYS), ("RECSYS_ADMIN_KEY", self.ADMIN_KEY))
+                   if not value]
+        if missing:
+            raise ValueError(f"{' and '.join(missing)} must be set in production: without keys anyone could "
+                             "write reviews, start trainings and read every user's profile")
         return self
+
+    @property
+    def read_keys(self) -> list[str]:
+        """Keys that may read personal data: the read keys and the admin key. Empty = open, which only
+        happens outside production with no read keys set (production always has an admin key)."""
+        if not self.READ_KEYS and self.ENVIRONMENT != "production":
+            return []
+        return [*self.READ_KEYS, *self.admin_keys]
+
+    @property
+    def admin_keys(self) -> list[str]:
+        return [self.ADMIN_KEY] if self.ADMIN_KEY else []
 
     @property
     def database_url(self) -> str:

@@ -21,6 +21,16 @@ ITEMS = "items.v1"
 PROFILES = "profiles.v1"
 MODELS = "models.v1"
 ALL_TOPICS = [REVIEWS_RAW, ITEMS_RAW, REVIEWS_DLQ, ITEMS_DLQ, REVIEWS, ITEMS, PROFILES, MODELS]
+_RAW_DLQ = {REVIEWS_RAW: REVIEWS_DLQ, ITEMS_RAW: ITEMS_DLQ}
+
+
+def dead_letter_topic(topic: str) -> str:
+    """Where a consumer of ``topic`` (logical name) puts the records it can never process.
+
+    The raw topics keep their established ``*.dlq.v1``; every other topic gets ``<topic>.dlq``
+    (e.g. ``reviews.v1.dlq``), shared by its consumer groups: a letter names the group it came from.
+    """
+    return _RAW_DLQ.get(topic, f"{topic}.dlq")
 
 
 def stable_id(*parts: object) -> str:
@@ -102,9 +112,10 @@ class ModelEvent(Event):
 
 
 class DeadLetter(BaseModel):
-    """*.dlq.v1: a raw record that failed validation, with the reason and where it came from."""
+    """A record no consumer could process (invalid, or failing every retry), with the reason and its origin."""
 
     source_topic: str
+    consumer: str = ""  # the consumer group that gave up on it (empty: the raw validation path)
     partition: int
     offset: int
     error: str

@@ -24,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.amazon import MAX_ID  # the one id length: validation and every id column
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -43,9 +45,9 @@ class Review(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    user_id: Mapped[str] = mapped_column(String(128))
-    parent_asin: Mapped[str] = mapped_column(String(64))
-    asin: Mapped[str | None] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(MAX_ID))
+    parent_asin: Mapped[str] = mapped_column(String(MAX_ID))
+    asin: Mapped[str | None] = mapped_column(String(MAX_ID))
     timestamp: Mapped[int] = mapped_column(BigInteger)  # ms since epoch
     rating: Mapped[float] = mapped_column(Float)
     title: Mapped[str] = mapped_column(Text, default="")
@@ -64,7 +66,7 @@ class Item(Base):
     __tablename__ = "items"
     __table_args__ = (Index("ix_items_updated_at", "updated_at"),)  # retriever: incremental catalog refresh
 
-    parent_asin: Mapped[str] = mapped_column(String(64), primary_key=True)
+    parent_asin: Mapped[str] = mapped_column(String(MAX_ID), primary_key=True)
     title: Mapped[str] = mapped_column(Text, default="")
     main_category: Mapped[str | None] = mapped_column(String(256))
     store: Mapped[str | None] = mapped_column(String(256))
@@ -95,7 +97,7 @@ class OutboxEvent(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # times sent (a resend when > 1)
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
@@ -104,7 +106,7 @@ class Profile(Base):
 
     __tablename__ = "profiles"
 
-    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(MAX_ID), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(String(32), default="ready")  # ready | cold_start | failed
     source: Mapped[str] = mapped_column(String(32), default="llm")  # llm | extractive
@@ -175,7 +177,7 @@ class AlsTopN(Base):
     model_version: Mapped[int] = mapped_column(
         Integer, ForeignKey("als_models.version", ondelete="CASCADE"), primary_key=True
     )
-    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(MAX_ID), primary_key=True)
     items: Mapped[bytes] = mapped_column(LargeBinary)
     scores: Mapped[bytes] = mapped_column(LargeBinary)
 
@@ -200,7 +202,7 @@ class AlsFactor(Base):
         Integer, ForeignKey("als_models.version", ondelete="CASCADE"), primary_key=True
     )
     entity: Mapped[str] = mapped_column(String(8), primary_key=True)  # user | item
-    entity_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    entity_id: Mapped[str] = mapped_column(String(MAX_ID), primary_key=True)
     bias: Mapped[float] = mapped_column(Float, default=0.0)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
 
@@ -214,9 +216,9 @@ class Explanation(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    user_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(MAX_ID))
     profile_version: Mapped[int] = mapped_column(Integer, default=0)
-    parent_asin: Mapped[str] = mapped_column(String(64))
+    parent_asin: Mapped[str] = mapped_column(String(MAX_ID))
     model_name: Mapped[str] = mapped_column(String(256))
     reason: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(32))  # llm | template

@@ -11,10 +11,15 @@ Relay rounds:
 One round = one transaction: claim up to N pending rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
 several replicas split the work; on SQLite, the embedded single-machine mode, only the process holding
 a lock file next to the database relays, the others stand by), send them, wait for the broker's acks,
-mark them published, commit. If the broker is down the transaction rolls
-back, the rows stay pending, and the relay retries with exponential backoff: accepted data is never
-lost. A crash between the acks and the commit republishes the round (at-least-once; events carry a
-stable ``event_id`` and every consumer upserts).
+mark the acknowledged ones published, commit. If the broker is down the rows stay pending and the relay
+retries with exponential backoff: accepted data is never lost.
+
+Duplicates are bounded: a send that fails mid-round still waits for the sends before it (the producer
+is flushed before it is reset), so every event the broker acked is marked and only the rest are
+resent; and a round is at most ``batch`` events (100 by default), so a crash between the broker's
+acks and the commit republishes at most that many (at-least-once; events carry a stable
+``event_id`` and every consumer upserts). ``recsys_outbox_republished_total`` counts resends of
+events that had been sent before.
 """
 
 from __future__ import annotations
@@ -28,13 +33,13 @@ from typing import IO, Any
 
 from kafka import KafkaProducer
 from prometheus_client import Counter, Gauge
-from sqlalchemy import Text, cast, func, select, update
+from sqlalchemy import Text, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.config import CommonSettings
 from shared.db import session_scope
 from shared.events import ALL_TOPICS
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka import ensure_topics, make_producer, transient_error
 from shared.logging import get_logger
 from shared.models import OutboxEvent, utcnow
 
@@ -42,6 +47,11 @@ log = get_logger(__name__)
 
 PUBLISHED = Counter("recsys_outbox_published_total", "outbox events published to Kafka", ["topic"])
 FAILURES = Counter("recsys_outbox_publish_failures_total", "relay rounds that failed (broker down, ...)")
+UNSENDABLE_MARK = "unsendable: "
+UNSENDABLE = Counter("recsys_outbox_unsendable_total", "outbox events the broker refused (they stay pending)")
+REPUBLISHED = Counter(
+    "recsys_outbox_republished_total", "events sent again after an earlier send of theirs was not confirmed"
+)
 PENDING = Gauge("recsys_outbox_pending", "outbox events not yet published (sampled by the relay)")
 
 
@@ -57,7 +67,7 @@ class OutboxRelay:
         *,
         settings: CommonSettings,
         name: str = "outbox-relay",
-        batch: int = 1_000,
+        batch: int = 100,
         interval_s: float = 0.2,
         max_backoff_s: float = 30.0,
         flush_timeout_s: float = 15.0,
@@ -127,8 +137,10 @@ class OutboxRelay:
                 OutboxEvent.topic,
                 OutboxEvent.key,
                 cast(OutboxEvent.payload, Text).label("payload"),
+                OutboxEvent.attempts,
             )
             .where(OutboxEvent.published_at.is_(None))
+            .where(or_(OutboxEvent.last_error.is_(None), ~OutboxEvent.last_error.startswith(UNSENDABLE_MARK)))
             .order_by(OutboxEvent.id)
             .limit(limit)
         )
@@ -155,29 +167,59 @@ class OutboxRelay:
             if not rows:
                 return 0
             sent: list[tuple[Any, Any]] = []
+            unsendable: dict[int, str] = {}
+            producer: KafkaProducer | None = None
             try:
                 producer = self._get_producer()
                 for r in rows:
-                    value = r.payload.encode()
-                    sent.append((r, producer.send(self.settings.topic(r.topic), key=r.key, value=value)))
+                    try:
+                        fut = producer.send(self.settings.topic(r.topic), key=r.key, value=r.payload.encode())
+                    except Exception as exc:
+                        if transient_error(exc):
+                            raise
+                        unsendable[r.id] = f"{UNSENDABLE_MARK}{type(exc).__name__}: {exc}"  # e.g. too large
+                        continue
+                    sent.append((r, fut))
                 producer.flush(timeout=self.flush_timeout_s)
             except Exception as exc:  # broker down: metadata or flush timeout
                 error = exc
+                if producer is not None and sent:
+                    # Sends before the failing one may still be delivered: wait for their outcome so
+                    # every acked event is marked (otherwise the retry would publish it twice).
+                    try:
+                        producer.flush(timeout=self.flush_timeout_s)
+                    except Exception:
+                        log.debug("flush after a failed send failed", exc_info=True)
             acked = [r for r, fut in sent if fut.is_done and fut.succeeded()]
-            if error is None and len(acked) < len(rows):
+            if error is None and len(acked) < len(sent):
                 failed = next((fut for _, fut in sent if fut.is_done and fut.failed()), None)
                 error = failed.exception if failed is not None else TimeoutError("sends not acknowledged")
+            acked_ids = {r.id for r in acked}
+            unacked = [r.id for r, _ in sent if r.id not in acked_ids]
             if acked:
                 session.execute(
                     update(OutboxEvent)
-                    .where(OutboxEvent.id.in_([r.id for r in acked]))
+                    .where(OutboxEvent.id.in_(acked_ids))
                     .values(published_at=utcnow(), attempts=OutboxEvent.attempts + 1, last_error=None)
                 )
+            if unacked:  # sent, outcome unknown: a later round that sends them again counts a resend
+                session.execute(
+                    update(OutboxEvent).where(OutboxEvent.id.in_(unacked)).values(attempts=OutboxEvent.attempts + 1)
+                )
+            for row_id, reason in unsendable.items():
+                # Stays in the outbox (never dropped) with its error, and is left out of later rounds so it
+                # holds back nothing; clear its last_error to retry it (e.g. after raising the broker's
+                # message size limit).
+                session.execute(update(OutboxEvent).where(OutboxEvent.id == row_id).values(last_error=reason[:2000]))
+                UNSENDABLE.inc()
+                log.error("outbox event cannot be published", extra={"relay": self.name, "id": row_id,
+                                                                     "error": reason})
+        REPUBLISHED.inc(sum(1 for r in acked if (r.attempts or 0) > 0))
         for r in acked:
             PUBLISHED.labels(r.topic).inc()
         if error is not None:
             raise RelayError(
-                f"{len(rows) - len(acked)} of {len(rows)} events not published: "
+                f"{len(sent) - len(acked)} of {len(rows)} events not published: "
                 f"{type(error).__name__}: {error}"
             ) from error
         return len(acked)
@@ -188,13 +230,15 @@ class OutboxRelay:
         try:
             with session_scope(self.settings.database_url) as session:
                 first = session.scalar(
-                    select(func.min(OutboxEvent.id)).where(OutboxEvent.published_at.is_(None))
+                    select(func.min(OutboxEvent.id))
+                    .where(OutboxEvent.published_at.is_(None))
+                    .where(or_(OutboxEvent.last_error.is_(None), ~OutboxEvent.last_error.startswith(UNSENDABLE_MARK)))
                 )
                 if first is not None:
                     session.execute(
                         update(OutboxEvent)
                         .where(OutboxEvent.id == first)
-                        .values(attempts=OutboxEvent.attempts + 1, last_error=self.last_error[:2000])
+                        .values(last_error=self.last_error[:2000])
                     )
         except Exception:
             log.warning("could not record relay failure", exc_info=True)

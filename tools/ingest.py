@@ -50,7 +50,11 @@ def _batches(path: Path, *, batch_size: int, tally: Tally) -> Iterator[list[tupl
         if err is not None or obj is None:
             tally.reject(f"{path.name}:{line_no}", err or "empty")
             continue
-        raw = orjson.dumps(obj)
+        try:
+            raw = orjson.dumps(obj)
+        except TypeError as exc:  # orjson.JSONEncodeError: e.g. nested deeper than it recurses (254)
+            tally.reject(f"{path.name}:{line_no}", f"cannot be re-encoded as JSON: {exc}")
+            continue
         if batch and (len(batch) >= batch_size or size + len(raw) > MAX_BATCH_BYTES):
             yield batch
             batch, size = [], 0

@@ -8,14 +8,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 
 from services.als import service
 from services.als.config import AlsSettings, get_settings
 from services.als.schemas import Kind, ModelInfo, Recommendations, TrainAccepted, TrainRequest
 from services.als.service import LiveModels
+from shared.amazon import MAX_ID
 from shared.db import get_engine
-from shared.http import ReadinessCheck, install_common, require_bearer
+from shared.http import NO_NUL_PATTERN, ReadinessCheck, install_common, require_bearer
 from shared.logging import configure_logging
 
 
@@ -38,9 +39,12 @@ TrainingThreadsDep = Annotated[list[threading.Thread], Depends(get_training_thre
 router = APIRouter(prefix="/v1", tags=["als"])
 
 
+UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID, pattern=NO_NUL_PATTERN)]
+
+
 @router.get("/users/{user_id}/recommendations", response_model=Recommendations)
 async def recommendations(
-    user_id: str,
+    user_id: UserId,
     settings: SettingsDep,
     live_models: LiveModelsDep,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
@@ -64,8 +68,12 @@ def models(
     return service.recent_models(settings=settings, limit=limit, kind=kind)
 
 
+# Model versions are PostgreSQL INTEGER keys: a larger number is a 422 at the edge, not an overflow in the DB.
+Version = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
 @router.get("/models/{version}", response_model=ModelInfo)
-def model(settings: SettingsDep, version: int) -> ModelInfo:
+def model(settings: SettingsDep, version: Version) -> ModelInfo:
     """One model version."""
     return service.model_version(settings=settings, version=version)
 

@@ -58,6 +58,9 @@ class AlsSettings(CommonSettings):
     ALS_TRAIN_EXECUTOR: str = Field("celery", description="celery | thread (POST /v1/models/train)")
     ALS_LOCK_TTL_S: int = Field(600, description="training lease; renewed while the run is alive")
     ALS_TRIGGER_GROUP: str = "als-trigger"
+    ALS_TRIGGER_QUEUED_TTL_S: float = Field(
+        3600.0, gt=0, description="a queued retraining that has not started after this long is queued again"
+    )
     # ALS_SERVING_KIND (the kind served when a request names none) is in CommonSettings: the retriever reads it too.
 
     def checkpoint_dir(self) -> str:

@@ -19,7 +19,7 @@ from services.als.model import FittedModel
 from shared.als_topn import user_topn
 from shared.db import get_engine, session_scope
 from shared.logging import get_logger
-from shared.models import AlsFactor, AlsItemIndex, AlsLock, AlsModel, AlsState, AlsTopN
+from shared.models import AlsFactor, AlsItemIndex, AlsLock, AlsModel, AlsState, AlsTopN, Review
 
 log = get_logger(__name__)
 
@@ -97,6 +97,16 @@ def put_state(session: Session, key: str, value: dict[str, Any]) -> None:
         row.value = value
         row.updated_at = _now()
     session.flush()
+
+
+def newest_review_id(session: Session) -> int:
+    """The highest review row id (0 when there are none): the retrain trigger's watermark."""
+    return int(session.scalar(select(func.max(Review.id))) or 0)
+
+
+def count_reviews_after(session: Session, review_id: int) -> int:
+    """Reviews stored after the row with id ``review_id`` (each review is one row: counted by identity)."""
+    return int(session.scalar(select(func.count()).select_from(Review).where(Review.id > review_id)) or 0)
 
 
 def read_state(url: str, key: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from services.als.config import AlsSettings
 from services.als.data import leave_last_out, load_ratings, make_split
 from services.als.evaluation import evaluate
 from services.als.model import AlsParams, FittedModel, fit
+from services.als.trigger import mark_started
 from shared import outbox
 from shared.db import session_scope
 from shared.events import MODELS, ModelEvent
@@ -140,6 +141,7 @@ def run_training(
         log.info("training skipped: already running", extra={"run_id": run_id, "holder": holder})
         return TrainResult(status="skipped", kind=kind, run_id=run_id, reason=f"already running ({holder})")
     try:
+        mark_started(settings, run_id)  # the trigger may queue the next run from now on
         with _Heartbeat(settings, run_id):
             return _train_locked(settings, run_id=run_id, implicit=implicit, overrides=params, spark=spark)
     finally:

@@ -1,10 +1,15 @@
-"""``recsys consume als-trigger``: count new reviews on reviews.v1 and ask for a retraining after N.
+"""``recsys consume als-trigger``: ask for a retraining once N new reviews are in the database.
 
-The count and the last counted offset per partition live in one ``als_state`` row, updated in
-the same transaction, so a replayed batch (crash before the Kafka commit) is not counted twice.
-When the count reaches ``ALS_RETRAIN_AFTER_N_REVIEWS`` and no training holds the lease, one
-``als.train`` task is enqueued and the count restarts; while a training runs the count is kept
-and re-checked on idle polls, so no burst of reviews is forgotten.
+New reviews are counted by identity, in the database: the reviews whose row id is above the
+watermark stored in one ``als_state`` row (a review is one row, whatever its events did). So a
+replayed batch, a duplicate event or a recreated topic (offsets restarting at 0 after a broker
+restart) count nothing twice and lose nothing; reviews.v1 events only wake the trigger up, and an
+idle check counts what arrived while nothing was consumed.
+
+Trainings are coalesced: at most one runs (the training lease) and one is queued. The queued run's
+id is kept in the state until the task takes the lease (``run_training`` clears it), and no other
+run is queued meanwhile; while a training runs, the due count waits for the lease to be released.
+A queued run that never started within ``ALS_TRIGGER_QUEUED_TTL_S`` (a lost message) is replaced.
 """
 
 from __future__ import annotations
@@ -46,40 +51,53 @@ class RetrainTrigger:
         enqueue_training(self.settings, run_id=run_id)
 
     def handle(self, records: list[ConsumerRecord]) -> None:
-        self._update(records)
+        self._update()
 
     def check(self) -> None:
-        """Idle callback: fire a pending trigger once the running training has released the lease."""
+        """Idle callback: count what arrived meanwhile; fire once the running training released the lease."""
         if time.monotonic() - self._last_check >= self.idle_check_s:
             self._last_check = time.monotonic()
-            self._update([])
+            self._update()
 
-    def _update(self, records: list[ConsumerRecord]) -> None:
+    def _update(self) -> None:
         with session_scope(self.settings.database_url) as s:
             state = store.get_state(s, STATE_KEY, for_update=True)
-            offsets: dict[str, int] = dict(state.get("offsets", {}))
-            new = 0
-            for r in records:
-                key = f"{r.topic}:{r.partition}"
-                if r.offset > offsets.get(key, -1):
-                    new += 1
-                    offsets[key] = r.offset
-            pending = int(state.get("pending", 0)) + new
-            if not new and pending < self.settings.ALS_RETRAIN_AFTER_N_REVIEWS:
+            watermark = int(state.get("watermark", 0))
+            newest = store.newest_review_id(s)
+            pending = store.count_reviews_after(s, watermark) if newest > watermark else 0
+            if pending == state.get("pending") and pending < self.settings.ALS_RETRAIN_AFTER_N_REVIEWS:
                 return
-            state.update(offsets=offsets, pending=pending, counted=int(state.get("counted", 0)) + new)
+            state["pending"] = pending
             if pending >= self.settings.ALS_RETRAIN_AFTER_N_REVIEWS:
-                holder = store.lease_holder(self.settings.database_url)
-                if holder is None:
-                    run_id = uuid.uuid4().hex
-                    # Enqueue before the commit: a failed commit means at most one extra training.
-                    self.enqueue(run_id)
-                    state.update(pending=0, last_run_id=run_id, last_enqueued_at=time.time())
-                    log.info("retraining requested", extra={"run_id": run_id, "after_reviews": pending})
-                else:
-                    log.info(
-                        "retraining due; a training is running", extra={"holder": holder, "pending": pending}
-                    )
+                self._maybe_enqueue(state, pending=pending, newest=newest)
+            store.put_state(s, STATE_KEY, state)
+
+    def _maybe_enqueue(self, state: dict[str, Any], *, pending: int, newest: int) -> None:
+        queued, queued_at = state.get("queued_run_id"), float(state.get("queued_at") or 0)
+        if queued and time.time() - queued_at < self.settings.ALS_TRIGGER_QUEUED_TTL_S:
+            log.info("retraining due; one is already queued", extra={"queued": queued, "pending": pending})
+            return
+        holder = store.lease_holder(self.settings.database_url)
+        if holder is not None:
+            log.info("retraining due; a training is running", extra={"holder": holder, "pending": pending})
+            return
+        run_id = uuid.uuid4().hex
+        # Enqueue before the commit: a failed commit means at most one extra training.
+        self.enqueue(run_id)
+        state.update(
+            watermark=newest, pending=0, counted=int(state.get("counted", 0)) + pending,
+            queued_run_id=run_id, queued_at=time.time(), last_run_id=run_id, last_enqueued_at=time.time(),
+            enqueued=int(state.get("enqueued", 0)) + 1,
+        )
+        log.info("retraining requested", extra={"run_id": run_id, "after_reviews": pending})
+
+
+def mark_started(settings: AlsSettings, run_id: str) -> None:
+    """Called by a training that took the lease: the queued run (if it is this one) is no longer queued."""
+    with session_scope(settings.database_url) as s:
+        state = store.get_state(s, STATE_KEY, for_update=True)
+        if state.get("queued_run_id") == run_id:
+            state.update(queued_run_id=None, queued_at=None)
             store.put_state(s, STATE_KEY, state)
 
 

@@ -14,13 +14,14 @@ from services.gateway.clients import ServiceClients
 from services.gateway.config import GatewaySettings, get_settings
 from services.gateway.schemas import GatewayStrategy, ReasonsBackend, RecommendationsResponse
 from services.gateway.service import Recommender
+from shared.amazon import MAX_ID
 from shared.db import database_check_async
-from shared.http import FastJSON, NotFound, install_common
+from shared.http import NO_NUL_PATTERN, FastJSON, NotFound, install_common, require_bearer
 from shared.logging import configure_logging
 
 DEPENDENCIES = ("retriever", "explainer", "als")
 
-UserId = Annotated[str, Path(min_length=1, max_length=128)]
+UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID, pattern=NO_NUL_PATTERN)]
 
 
 async def _recommender(request: Request) -> Recommender:
@@ -30,8 +31,17 @@ async def _recommender(request: Request) -> Recommender:
 
 RecommenderDep = Annotated[Recommender, Depends(_recommender)]
 
-recommendations_router = APIRouter(prefix="/v1/users", tags=["recommendations"])
-users_router = APIRouter(prefix="/v1/users", tags=["users"])
+
+async def read_authorized(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    """Personal data (a user's recommendations and profile) needs a read or admin key when keys are
+    configured: always in production, in development once ``RECSYS_READ_KEYS`` is set."""
+    settings: GatewaySettings = request.app.state.settings
+    require_bearer(settings.read_keys, authorization)
+
+
+recommendations_router = APIRouter(prefix="/v1/users", tags=["recommendations"],
+                                   dependencies=[Depends(read_authorized)])
+users_router = APIRouter(prefix="/v1/users", tags=["users"], dependencies=[Depends(read_authorized)])
 
 
 @recommendations_router.get(

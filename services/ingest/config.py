@@ -18,7 +18,10 @@ class IngestSettings(CommonSettings):
     )
     INGEST_MAX_BATCH: int = Field(default=5_000, description="records per request above this get 413")
     RELAY_ENABLED: bool = Field(default=True, description="run the outbox relay thread inside this process")
-    RELAY_BATCH: int = Field(default=1_000, description="outbox rows claimed and published per round")
+    RELAY_BATCH: int = Field(
+        default=100, ge=1, description="outbox rows claimed and published per round: at most this many are "
+        "resent after a crash between the broker's acks and the commit"
+    )
     RELAY_INTERVAL_S: float = Field(default=0.2, description="sleep between rounds when the outbox is empty")
     RELAY_MAX_BACKOFF_S: float = Field(
         default=30.0, description="cap of the retry backoff while the broker is down"

@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 
 from services.retriever.candidates import HistoryEntry
 from services.retriever.config import RetrieverSettings, get_settings
 from services.retriever.schemas import CandidatesRequest, CandidatesResponse
 from services.retriever.service import RetrieverService
 from shared.amazon import MAX_ID
-from shared.http import DomainError, FastJSON, install_common
+from shared.http import NO_NUL_PATTERN, DomainError, FastJSON, install_common, require_bearer
 from shared.logging import configure_logging
 
 
@@ -24,7 +24,13 @@ async def get_service(request: Request) -> RetrieverService:
 
 
 ServiceDep = Annotated[RetrieverService, Depends(get_service)]
-AsinPath = Annotated[str, Path(min_length=1, max_length=MAX_ID)]
+
+
+async def admin_authorized(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    """Operator actions (a refit costs minutes of CPU) need the admin key when one is configured."""
+    settings: RetrieverSettings = request.app.state.settings
+    require_bearer(settings.admin_keys, authorization)
+AsinPath = Annotated[str, Path(min_length=1, max_length=MAX_ID, pattern=NO_NUL_PATTERN)]
 
 router = APIRouter(prefix="/v1", tags=["retriever"])
 
@@ -80,7 +86,7 @@ def ranker(svc: ServiceDep) -> dict[str, Any]:
     return {"enabled": True, **svc.ranker.describe()}
 
 
-@router.post("/ranker/refit")
+@router.post("/ranker/refit", dependencies=[Depends(admin_authorized)])
 async def refit_ranker(svc: ServiceDep) -> dict[str, Any]:
     """Refit the ranking core now if the reviews or items changed since the live one (the demo and
     operators use it after a bulk load); answers with the live core's description. 409 when off."""
@@ -122,6 +128,7 @@ def create_app(
             await asyncio.to_thread(svc.stop)
 
     app = FastAPI(title="recsys retriever", version="1.0", lifespan=lifespan)
+    app.state.settings = settings
     install_common(app, service="retriever", readiness=lambda: readiness(app))
     app.include_router(router)
     return app

@@ -8,17 +8,19 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.amazon import MAX_ID
+from shared.http import NO_NUL_PATTERN
 
 MAX_EXCLUDE = 5_000
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID, pattern=NO_NUL_PATTERN)]
 
 
 class AlsCandidate(BaseModel):
-    parent_asin: str = Field(min_length=1, max_length=MAX_ID)
+    parent_asin: Id
     score: float = Field(allow_inf_nan=False)
 
 
 class HistoryItem(BaseModel):
-    parent_asin: str = Field(min_length=1, max_length=MAX_ID)
+    parent_asin: Id
     rating: float = Field(ge=0, le=5, allow_inf_nan=False)
     timestamp: int = Field(ge=0, description="ms since the epoch")
 
@@ -26,12 +28,12 @@ class HistoryItem(BaseModel):
 class CandidatesRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    user_id: str | None = Field(None, min_length=1, max_length=MAX_ID)
+    user_id: Id | None = None
     profile_text: str | None = Field(None, max_length=20_000)
     profile_vector: list[float] | None = Field(None, max_length=4096, description="normalized profile vector")
     strategy: Literal["hybrid", "llm_only", "popular"] = "hybrid"
     k: int | None = Field(None, ge=1, le=200, description="default 10; llm_only: candidates for the LLM (50)")
-    exclude: list[Annotated[str, Field(min_length=1, max_length=MAX_ID)]] = Field(
+    exclude: list[Id] = Field(
         default_factory=list, max_length=MAX_EXCLUDE
     )
     als_candidates: list[AlsCandidate] | None = Field(

@@ -269,3 +269,24 @@ def test_answer_cache_reuses_until_the_user_changes_and_never_keeps_degraded_ans
         hits = _cache_count(c, "hit")
         assert _recs(c, user, **q).json()["degraded"] is True
         assert _cache_count(c, "hit") == hits
+
+
+def test_personal_data_needs_a_read_key_when_keys_are_configured(
+    gateway_settings: GatewaySettings, seeded: Seeded
+) -> None:
+    """Profiles and recommendations are personal data: with read keys set, no key or a wrong one is a 401
+    with the documented error body; a read key or the admin key reads; probes stay open."""
+    locked = gateway_settings.model_copy(update={"READ_KEYS": ["reader-1"], "ADMIN_KEY": "admin-1"})
+    with TestClient(create_app(locked)) as c:
+        for path in (f"/v1/users/{seeded.warm_user}/profile", f"/v1/users/{seeded.warm_user}/recommendations"):
+            for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic reader-1"},
+                            {"Authorization": "Bearer r\u00e9ader".encode("latin-1")}):
+                r = c.get(path, params={"strategy": "popular"}, headers=headers)
+                assert r.status_code == 401, (path, headers, r.text)
+                assert r.json()["error"]["code"] == "unauthorized"
+                assert r.headers["WWW-Authenticate"] == "Bearer"
+            for key in ("reader-1", "admin-1"):
+                ok = c.get(path, params={"strategy": "popular"}, headers={"Authorization": f"Bearer {key}"})
+                assert ok.status_code == 200, ok.text
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/readyz").status_code in (200, 503)  # a probe: never a 401

@@ -19,7 +19,7 @@ from services.ingest.config import IngestSettings
 from shared.broker import free_port, start_broker
 from shared.db import session_scope
 from shared.events import ITEMS, REVIEWS
-from shared.models import Item, OutboxEvent, Review
+from shared.models import Item, OutboxEvent, Review, utcnow
 from tests.utils.records import item, pending_outbox, read_topic, review, user_id, value
 
 
@@ -268,28 +268,40 @@ def test_auth_off_by_default(client: TestClient) -> None:
 
 
 def test_health_readiness_metrics(client: TestClient) -> None:
-    assert client.get("/healthz").json()["status"] == "ok"
+    client.app.state.broker_watch.probe()  # the watcher's probe, awaited here instead of racing it
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok"
+    # The broker's state is a detail of health (a cached probe), not a condition of readiness.
+    assert health["details"]["broker"]["ok"] is True
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"]["database"]["ok"] is True
-    assert ready.json()["checks"]["broker"]["ok"] is True
+    assert "broker" not in ready.json()["checks"]
     assert ready.json()["checks"]["relay"]["ok"] is True
+    assert 'recsys_broker_up{service="ingest"} 1.0' in client.get("/metrics").text
     client.post("/v1/reviews", json=review())
     assert 'recsys_ingest_records_total{kind="reviews",outcome="accepted"}' in client.get("/metrics").text
 
 
-def test_readiness_fails_without_broker(ingest_settings: IngestSettings) -> None:
-    from shared.broker import free_port
-
+def test_broker_down_keeps_ingest_ready_and_accepting(ingest_settings: IngestSettings) -> None:
+    """Readiness means "can accept writes" (the database): a broker outage is not a write outage."""
     app = create_app(
         ingest_settings.model_copy(
             update={"KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}", "RELAY_ENABLED": False}
         )
     )
     with TestClient(app) as c:
+        app.state.broker_watch.probe()  # the watcher's first probe, awaited here instead of racing it
         resp = c.get("/readyz")
-    assert resp.status_code == 503
-    assert resp.json()["checks"]["broker"]["ok"] is False
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["checks"]["database"]["ok"] is True
+        health = c.get("/healthz")
+        assert health.status_code == 200
+        assert health.json()["details"]["broker"]["ok"] is False
+        assert 'recsys_broker_up{service="ingest"} 0.0' in c.get("/metrics").text
+        r = review()
+        assert c.post("/v1/reviews", json=r).status_code == 202
+    assert _outbox_count(ingest_settings, r["user_id"]) == 1  # held in the outbox for the relay
 
 
 def test_openapi_documents_the_body(client: TestClient) -> None:
@@ -360,5 +372,61 @@ def test_broker_outage_accepts_then_delivers_all_once(ingest_settings: IngestSet
         ids = Counter(value(r)["event_id"] for r in records)
         assert len(ids) == 38, f"events lost: {len(ids)} of 38 ({len(records)} records)"
         assert max(ids.values()) == 1, "events doubled"
+    finally:
+        _stop(broker)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("only_relay")
+def test_broker_stopped_while_reviews_stream_in_loses_none(ingest_settings: IngestSettings, tmp_path: Path) -> None:
+    """Reviews keep arriving while the broker stops and comes back: every accepted review is delivered
+    after the restart (0 lost); duplicates are counted, bounded by one relay round, and reported."""
+    import threading
+
+    port = free_port()
+    own = ingest_settings.model_copy(update={"KAFKA_BOOTSTRAP": f"127.0.0.1:{port}", "RELAY_MAX_BACKOFF_S": 1.0})
+    broker = start_broker("127.0.0.1", port, log_path=tmp_path / "tansu-1.log")
+    users = [user_id() for _ in range(60)]
+    accepted: list[str] = []
+    try:
+        with TestClient(create_app(own)) as client:
+
+            def stream() -> None:
+                for u in users:
+                    body = {"reviews": [review(user_id=u, timestamp=1_700_000_000_000 + i) for i in range(5)]}
+                    resp = client.post("/v1/reviews", json=body)
+                    if resp.status_code == 202:
+                        accepted.extend([u] * resp.json()["accepted"])
+                    time.sleep(0.1)
+
+            writer = threading.Thread(target=stream)
+            writer.start()
+            time.sleep(1.5)
+            broker.kill()  # mid-stream, and abruptly: a crash, not a graceful shutdown
+            broker.wait(timeout=10)
+            time.sleep(3.0)
+            restarted_at = utcnow()
+            broker = start_broker("127.0.0.1", port, log_path=tmp_path / "tansu-2.log")
+            writer.join(timeout=60)
+            assert len(accepted) == 300  # every POST was accepted, broker or not
+            deadline = time.monotonic() + 90
+            while pending_outbox(own, set(users)) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert pending_outbox(own, set(users)) == 0, "outbox not drained after the broker came back"
+        keys = {u.encode() for u in users}
+        records = read_topic(own, REVIEWS, until=lambda f: False, match=lambda r: r.key in keys, timeout_s=8)
+        ids = Counter(value(r)["event_id"] for r in records)
+        # The dev broker keeps its topics in memory: what it acked before the stop is gone with it (that
+        # is the broker's loss, not ours). Every event published after the restart must be on it.
+        with session_scope(own.database_url) as s:
+            after = int(s.scalar(select(func.count()).select_from(OutboxEvent).where(
+                OutboxEvent.key.in_(users), OutboxEvent.published_at >= restarted_at
+            )) or 0)
+        lost = after - len(ids)
+        duplicates = sum(n - 1 for n in ids.values())
+        print(f"\nbroker outage while streaming: 300 accepted, {after} published after the restart, "
+              f"{len(ids)} of them on the new broker, {lost} lost, {duplicates} duplicates")
+        assert lost == 0, f"{lost} events lost"
+        assert duplicates <= 100, f"{duplicates} duplicates: more than one relay round"
     finally:
         _stop(broker)

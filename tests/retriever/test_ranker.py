@@ -79,3 +79,20 @@ def test_refits_only_when_the_data_changed(client: TestClient, rsettings: Retrie
     # the new core was judged against the live one on the new validation queries
     promotion = svc.ranker.core.report["promotion"]
     assert promotion["live_version"] == before and promotion["live_ndcg"] is not None
+
+
+def test_refit_is_an_operator_action_behind_the_admin_key(client: TestClient, rsettings: RetrieverSettings) -> None:
+    svc = service_of(client)
+    wait_for(lambda: svc.ranker is not None and svc.ranker.core is not None, timeout_s=120)
+    assert client.post("/v1/ranker/refit").status_code == 200  # no admin key configured: open
+    app = client.app
+    app.state.settings = rsettings.model_copy(update={"ADMIN_KEY": "ops-key"})  # type: ignore[attr-defined]
+    try:
+        refused = client.post("/v1/ranker/refit")
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
+        assert client.post("/v1/ranker/refit", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        ok = client.post("/v1/ranker/refit", headers={"Authorization": "Bearer ops-key"})
+        assert ok.status_code == 200 and ok.json()["enabled"] is True
+        assert client.get("/v1/ranker").status_code == 200  # reading the description stays open
+    finally:
+        app.state.settings = rsettings  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ from shared.broker import free_port
 from shared.config import CommonSettings
 from shared.db import session_scope
 from shared.events import REVIEWS, ReviewEvent
+from shared.models import OutboxEvent
 from shared.outbox import OutboxRelay
 from tests.utils.databases import temporary_database
 from tests.utils.records import pending_outbox, read_topic, user_id, value
@@ -104,3 +105,47 @@ def test_only_one_relay_per_sqlite_file(tmp_path: Path) -> None:
     a.stop()  # releases the lock: the standby takes over
     assert b.is_leader() is True
     b.stop()
+
+
+def test_an_event_the_broker_refuses_blocks_nothing_and_nothing_is_sent_twice(own_db: CommonSettings) -> None:
+    """An event larger than the producer may send, in the middle of a round: the events before it are
+    marked published (not resent), the ones after it are sent, and it stays in the outbox with its error,
+    left out of later rounds. Before, the round failed at it, resent the earlier events, and never got
+    past it."""
+    settings = own_db
+    before, after = [user_id() for _ in range(10)], [user_id() for _ in range(10)]
+    _add_reviews(settings, before)
+    with session_scope(settings.database_url) as s:
+        huge = outbox.add(s, topic=REVIEWS, key="huge", payload={"blob": "x" * 1_200_000})  # > max_request_size
+    _add_reviews(settings, after)
+    relay = OutboxRelay(settings=settings, name="relay-unsendable", batch=100)
+    try:
+        assert relay.publish_pending() == 20  # the round does not fail: one event refused, 20 acked
+        assert relay.publish_pending() == 0  # and it is not retried round after round
+        assert relay.drain(timeout_s=10) == 0
+    finally:
+        relay.stop()
+    assert pending_outbox(settings, set(before + after)) == 0
+    with session_scope(settings.database_url) as s:
+        row = s.get(OutboxEvent, huge)
+        assert row is not None and row.published_at is None  # kept, never dropped
+        assert row.last_error and row.last_error.startswith("unsendable: MessageSizeTooLargeError")
+    keys = {u.encode() for u in before + after}
+    records = read_topic(settings, REVIEWS, until=lambda f: False, match=lambda r: r.key in keys, timeout_s=6)
+    ids = [value(r)["event_id"] for r in records]
+    assert len(set(ids)) == 20 and len(ids) == 20  # every event once
+
+
+def test_a_round_is_bounded_so_a_crash_republishes_at_most_one_batch(own_db: CommonSettings) -> None:
+    """Rows are marked published per round of at most ``batch`` events (100 by default), so a crash
+    between the broker's acks and the commit resends at most that many."""
+    settings = own_db
+    users = [user_id() for _ in range(250)]
+    _add_reviews(settings, users)
+    relay = OutboxRelay(settings=settings, name="relay-bounded")
+    try:
+        assert relay.batch == 100
+        assert [relay.publish_pending(), relay.publish_pending(), relay.publish_pending()] == [100, 100, 50]
+    finally:
+        relay.stop()
+    assert pending_outbox(settings, set(users)) == 0
