@@ -16,10 +16,18 @@ Backends
 --------
 * ``llama_cpp``: runs a GGUF natively on CPU (the fastest CPU path here); the model's chat template
   is applied; ``json_schema`` is enforced with a grammar, so the output is always syntactically
-  valid JSON of that shape (the *content* still has to be validated by the caller).
+  valid JSON of that shape (the *content* still has to be validated by the caller). An output cut
+  by ``max_new_tokens`` is a prefix of a valid document; it is closed (:func:`close_json`: open
+  strings, arrays and objects closed, missing required arrays/strings added empty), so what
+  ``generate`` returns under a schema always parses.
 * ``transformers``: a GGUF (``from_pretrained(dir, gguf_file=name)``) or a Hugging Face id / local
-  directory; on GPU ``device_map="auto"`` + bf16 and left-padded batched ``generate``. It cannot
-  constrain output: ``json_schema`` only adds a JSON-only instruction, callers validate.
+  directory; on GPU ``device_map="auto"`` + bf16 and left-padded batched ``generate``. It does NOT
+  constrain generation: ``json_schema`` only adds a JSON-only instruction, callers validate and
+  repair (a grammar/logits-processor path for transformers is not implemented).
+* Both real backends implement :meth:`score_labels` (:class:`LabelScorer`): ONE forward pass over a
+  prompt and the next-token logits of single-token labels ("A", "B", …). That is the LlamaRec way
+  to rank candidates: the answer is a score per candidate, so it always "parses", and it is the same
+  computation on llama.cpp and on transformers.
 * tests inject their own object with :func:`set_llm_for_tests` (or pass ``llm=`` to functions);
   :class:`CallableLLM` wraps a plain function for that.
 
@@ -35,9 +43,10 @@ from __future__ import annotations
 import importlib
 import importlib.resources
 import json
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -59,6 +68,15 @@ class LLMUnavailable(RuntimeError):
 
 class LLMTimeout(LLMUnavailable):
     """A generate call ran past its wall-clock budget (``LLM_TIMEOUT_S``)."""
+
+
+@runtime_checkable
+class LabelScorer(Protocol):
+    """A backend that scores single-token labels after a prompt in one forward pass."""
+
+    def score_labels(
+        self, prompt: str, labels: Sequence[str], *, system: str | None = None, answer_prefix: str = ""
+    ) -> list[float]: ...
 
 
 @runtime_checkable
@@ -114,6 +132,74 @@ def _with_system(system: str | None, prompt: str) -> list[dict[str, str]]:
     return messages + [{"role": "user", "content": prompt}]
 
 
+def close_json(text: str, schema: dict[str, Any] | None = None) -> str:
+    """Close a JSON document cut short (grammar-constrained output truncated by ``max_new_tokens``).
+
+    Open strings, arrays and objects are closed (a dangling key or comma is removed); for an object
+    ``schema``, required properties still missing are added empty (``[]`` / ``""`` / ``{}``). A document
+    that already parses is returned unchanged.
+    """
+    try:
+        json.loads(text)
+        return text
+    except ValueError:
+        pass
+    stack: list[str] = []
+    in_str = escaped = False
+    for ch in text:
+        if in_str:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "{[":
+            stack.append("}" if ch == "{" else "]")
+        elif ch in "}]" and stack:
+            stack.pop()
+    body = text
+    if in_str:
+        body = body[:-1] if escaped else body  # never end on a lone backslash
+        body += '"'
+    closed = ""
+    for _ in range(4):  # a dangling `"key"`, `"key":` or `,` cannot be closed: drop it and retry
+        candidate = body.rstrip() + "".join(reversed(stack))
+        try:
+            value = json.loads(candidate)
+            closed = candidate
+            break
+        except ValueError:
+            body = re.sub(r'(?:,\s*"(?:[^"\\]|\\.)*"\s*:?\s*|,\s*|"(?:[^"\\]|\\.)*"\s*:\s*)$', "", body.rstrip())
+    if not closed:
+        return text
+    if isinstance(value, dict) and schema and schema.get("type") == "object":
+        empty = {"array": [], "string": "", "object": {}}
+        for key in schema.get("required", []):
+            kind = (schema.get("properties", {}).get(key) or {}).get("type")
+            if key not in value and kind in empty:
+                value[key] = empty[kind]
+        order = list(schema.get("properties", {}))
+        value = {k: value[k] for k in sorted(value, key=lambda k: order.index(k) if k in order else len(order))}
+        return json.dumps(value)
+    return closed
+
+
+def label_token_ids(tokenize: Callable[[str], list[int]], labels: Sequence[str]) -> list[int]:
+    """The one token of each label; a label that is not a single, distinct token is an error."""
+    ids = []
+    for label in labels:
+        toks = tokenize(label)
+        if len(toks) != 1:
+            raise LLMUnavailable(f"label {label!r} is {len(toks)} tokens for this model, not one")
+        ids.append(toks[0])
+    if len(set(ids)) != len(ids):
+        raise LLMUnavailable("labels map to the same token")
+    return ids
+
+
 # --------------------------------------------------------------------------- llama.cpp
 
 
@@ -148,6 +234,7 @@ class LlamaCppLLM:
         self.timeout_s = timeout_s
         self._lock = threading.Lock()  # a llama.cpp context is not thread-safe
         self._grammars: dict[str, Any] = {}
+        self.close_truncated = True  # close a schema-constrained output cut by max_new_tokens (bench: off)
 
     def _grammar(self, schema: dict[str, Any]) -> Any:
         from llama_cpp import LlamaGrammar
@@ -202,8 +289,42 @@ class LlamaCppLLM:
                     raise LLMUnavailable(f"llama.cpp generation failed: {exc}") from exc
                 if timed_out:
                     raise LLMTimeout(f"generation exceeded {self.timeout_s:.0f}s")
-                outputs.append(str(result["choices"][0]["text"]).strip())  # type: ignore[index]
+                text = str(result["choices"][0]["text"]).strip()  # type: ignore[index]
+                if json_schema is not None and self.close_truncated:  # a grammar-valid prefix: close it
+                    text = close_json(text, json_schema)
+                outputs.append(text)
         return outputs
+
+    def score_labels(
+        self, prompt: str, labels: Sequence[str], *, system: str | None = None, answer_prefix: str = ""
+    ) -> list[float]:
+        """Next-token logits of each single-token label after the chat-formatted prompt (+ ``answer_prefix``
+        as the start of the assistant's answer): one forward pass, no sampling."""
+        import llama_cpp
+        import numpy as np
+
+        formatted = self._formatter(messages=_with_system(system, prompt)).prompt + answer_prefix  # type: ignore[arg-type]
+        with self._lock:
+            ids = self._llm.tokenize(formatted.encode("utf-8"), add_bos=False, special=True)
+            if len(ids) + 1 > self.n_ctx:
+                raise LLMUnavailable(f"prompt of {len(ids)} tokens does not fit the {self.n_ctx} context")
+            label_ids = label_token_ids(
+                lambda t: self._llm.tokenize(t.encode("utf-8"), add_bos=False, special=False), labels
+            )
+            started = time.monotonic()
+            try:
+                self._llm.reset()
+                self._llm.eval(ids)
+                ptr = llama_cpp.llama_get_logits_ith(self._llm.ctx, -1)
+                logits = np.ctypeslib.as_array(ptr, shape=(self._llm.n_vocab(),))
+                scores = [float(logits[i]) for i in label_ids]
+            except Exception as exc:
+                raise LLMUnavailable(f"llama.cpp evaluation failed: {exc}") from exc
+            finally:
+                self._llm.reset()  # the next completion re-evaluates from scratch
+            if time.monotonic() - started > self.timeout_s:
+                raise LLMTimeout(f"scoring exceeded {self.timeout_s:.0f}s")
+        return scores
 
 
 def _as_list(value: Any) -> list[str]:
@@ -316,6 +437,27 @@ class TransformersLLM:
         return outputs
 
 
+    def score_labels(
+        self, prompt: str, labels: Sequence[str], *, system: str | None = None, answer_prefix: str = ""
+    ) -> list[float]:
+        """Next-token logits of each single-token label after the chat-formatted prompt (+ ``answer_prefix``):
+        one forward pass, the same computation as on llama.cpp."""
+        torch = self._torch
+        text = self._render(prompt, system, None) + answer_prefix
+        label_ids = label_token_ids(lambda t: list(self._tok(t, add_special_tokens=False)["input_ids"]), labels)
+        enc = self._tok(text, return_tensors="pt", add_special_tokens=False)
+        enc = {k: v.to(self._model.device) for k, v in enc.items()}
+        started = time.monotonic()
+        with self._lock, torch.inference_mode():
+            try:
+                logits = self._model(**enc).logits[0, -1].float()
+            except Exception as exc:
+                raise LLMUnavailable(f"transformers forward pass failed: {exc}") from exc
+        if time.monotonic() - started > self.timeout_s:
+            raise LLMTimeout(f"scoring exceeded {self.timeout_s:.0f}s")
+        return [float(logits[i]) for i in label_ids]
+
+
 # --------------------------------------------------------------------------- test injection
 
 
@@ -347,6 +489,26 @@ class CallableLLM:
             )
             for p in prompts
         ]
+
+
+class CallableScorer(CallableLLM):
+    """A :class:`CallableLLM` that also scores labels with ``scores(prompt, labels) -> [float]`` (tests)."""
+
+    def __init__(
+        self,
+        fn: Callable[..., str],
+        scores: Callable[[str, Sequence[str]], Sequence[float]],
+        *,
+        name: str = "callable-scorer",
+    ) -> None:
+        super().__init__(fn, name=name)
+        self._scores = scores
+
+    def score_labels(
+        self, prompt: str, labels: Sequence[str], *, system: str | None = None, answer_prefix: str = ""
+    ) -> list[float]:
+        self.calls.append(prompt)
+        return [float(x) for x in self._scores(prompt, labels)]
 
 
 # --------------------------------------------------------------------------- factory

@@ -10,6 +10,9 @@ Pure Python with no heavy imports: the explainer, the gateway's local fallback a
 * Variety: the de-dup pass walks the patterns until a reason's pattern is unused in the list and
   it is not a near-duplicate (token Jaccard >= 0.75) of an earlier reason.
 * Cold start (no profile terms match): reasons come from item facts and popularity only.
+* Untrusted text: titles, features and categories go through ``shared.text.strip_markup`` (HTML tags
+  and entities, script blocks, links) before any slot is filled, and profile terms that look like
+  markup, links or instructions (``shared.text.unsafe_term``) are never used.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.records import get_field
-from shared.text import clip, content_stems, near_duplicate, normalize, vocab, words
+from shared.text import clip, content_stems, near_duplicate, normalize, strip_markup, unsafe_term, vocab, words
 
 TEMPLATE_MODEL = "template-v1"
 MAX_TERM_CHARS = 40
@@ -76,6 +79,17 @@ FACT_PATTERNS: tuple[Pattern, ...] = (
 )
 
 
+def _text(item: Any, key: str) -> str:
+    """An item's text field without markup (titles and categories come from sellers: untrusted)."""
+    value = get_field(item, key, "") or ""
+    return strip_markup(value) if isinstance(value, str) else ""
+
+
+def _features(item: Any) -> list[str]:
+    feats = get_field(item, "features", None) or []
+    return [f for f in (strip_markup(x) for x in feats if isinstance(x, str)) if f]
+
+
 def stable_index(*parts: object, modulo: int) -> int:
     digest = hashlib.blake2b("\x1f".join(str(p) for p in parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % max(1, modulo)
@@ -87,7 +101,7 @@ def profile_terms(profile: Any | None, summary: str | None = None) -> list[str]:
     if profile is not None:
         for key in ("liked_features", "preferred_products", "potential_interests"):
             for t in get_field(profile, key, None) or []:
-                if isinstance(t, str) and t.strip():
+                if isinstance(t, str) and t.strip() and not unsafe_term(t):
                     terms.append(clip(t.strip().lower(), MAX_TERM_CHARS))
     if summary and not terms:
         # No structured profile (e.g. the re-rank): single content words of the summary, grounded like terms.
@@ -109,8 +123,7 @@ def dislike_stems(profile: Any | None) -> set[str]:
 
 
 def item_vocab(item: Any) -> set[str]:
-    feats = [f for f in (get_field(item, "features", None) or []) if isinstance(f, str)]
-    return vocab([get_field(item, "title", "") or "", *feats, get_field(item, "main_category", "") or ""])
+    return vocab([_text(item, "title"), *_features(item), _text(item, "main_category")])
 
 
 def matched_terms(terms: Sequence[str], item: Any, *, avoid_stems: set[str] | None = None) -> list[str]:
@@ -125,7 +138,7 @@ def matched_terms(terms: Sequence[str], item: Any, *, avoid_stems: set[str] | No
 
 
 def short_name(item: Any) -> str:
-    title = " ".join((get_field(item, "title", "") or "").split())
+    title = _text(item, "title")
     for sep in (" | ", " - ", " – ", " — ", ",", "(", ":", ";", " with ", " for "):
         if sep in title:
             head = title.split(sep, 1)[0].strip()
@@ -140,9 +153,7 @@ def short_name(item: Any) -> str:
 
 
 def pick_feature(item: Any, prefer: Sequence[str] = ()) -> str | None:
-    feats = [
-        " ".join(f.split()) for f in (get_field(item, "features", None) or []) if isinstance(f, str) and f.strip()
-    ]
+    feats = _features(item)
     if not feats:
         return None
     prefer_stems = set(content_stems(" ".join(prefer)))
@@ -169,9 +180,9 @@ def item_slots(item: Any, term: str | None) -> dict[str, str]:
         slots["rating"] = f"{float(rating):.1f}"
     if isinstance(count, int) and count > 0:
         slots["count"] = f"{count:,}"
-    category = get_field(item, "main_category", None)
-    if isinstance(category, str) and category.strip():
-        slots["category"] = category.strip()
+    category = _text(item, "main_category")
+    if category:
+        slots["category"] = category
     if term:
         slots["term"] = term
     tail = ""

@@ -13,6 +13,7 @@ as grounded in one place counts the same everywhere.
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -159,3 +160,103 @@ def profile_text(
         "Interested in: " + ", ".join(interests) if interests else "",
     ]
     return " ".join(x for x in parts if x)
+
+
+# --------------------------------------------------------------------------- untrusted text (issue 14)
+# Review text, item titles, features and descriptions come from users and sellers: they are DATA. Before
+# any template or prompt they go through :func:`strip_markup` (templates, display) or
+# :func:`sanitize_untrusted` (prompts, profile evidence); a profile term or generated line that still
+# looks like markup, a link or an instruction is refused by :func:`unsafe_term`.
+
+_BLOCK_TAGS = re.compile(r"<\s*(script|style|iframe|object|embed|svg|noscript)\b[^>]*>.*?(?:<\s*/\s*\1\s*>|$)",
+                         re.IGNORECASE | re.DOTALL)
+_COMMENTS = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
+_TAGS = re.compile(r"<\s*/?\s*[a-zA-Z!][^<>]{0,1000}?(?:>|$)")
+_ANGLE = re.compile(r"[<>]")
+_URLS = re.compile(
+    r"(?i)\b(?:(?:https?|ftp|file|data|javascript)\s*:\s*//?\S*|www\.\S+|[\w.+-]+@[\w-]+\.[\w.]+"
+    r"|(?:[a-z0-9-]+\.)+(?:com|net|org|io|ru|cn|xyz|info|biz|co|ly|me|app|dev|top|site|online|shop|link)"
+    r"(?:/\S*)?\b)"
+)
+_CHAT_TOKENS = re.compile(r"<\|[^|>]{0,40}\|>|\[/?(?:INST|SYS)\]|<<\s*/?SYS\s*>>|```+|~~~+", re.IGNORECASE)
+_JSONISH = re.compile(r"\{[^{}]{0,2000}\}|\[[^\[\]]{0,2000}\]|[{}\[\]]")
+# Phrases that address the model instead of describing a product. A sentence with one is dropped whole.
+_INSTRUCTION = re.compile(
+    r"(?i)"
+    r"\b(?:ignore|disregard|forget|override|bypass|skip)\b[^.!?\n]{0,40}?"
+    r"\b(?:instructions?|prompts?|rules?|directions?|context|guidelines?|above|previous|prior|everything)\b"
+    r"|\b(?:new|updated|system|hidden|secret)\s+(?:instructions?|prompt|rules?|task)\b"
+    r"|(?:^|[\s\"'(])(?:system|assistant|user|developer)\s*[:>]"
+    r"|\byou\s+(?:are|must|will|should)\s+(?:now\s+)?(?:an?\s+)?(?:ai|assistant|model|chatbot|required|instructed)\b"
+    r"|\b(?:act|behave|pretend|roleplay)\s+(?:as|like|to\s+be)\b"
+    r"|\b(?:respond|reply|answer|output|print|write|say|return|repeat|add|list|put|include|insert|set)\b"
+    r"[^.!?\n]{0,40}?\b(?:json|verbatim|the\s+following|preferred[_ ]products?|liked[_ ]features?"
+    r"|dislikes|potential[_ ]interests?|profile|rank(?:ing)?s?)\b"
+    r"|\bfrom\s+now\s+on\b|\bjailbreak\w*\b|\bprompt\s+injection\b|\bdo\s+anything\s+now\b"
+    r"|\brank\s*#?\s*\d+\s*[:.)\]-]|\b(?:product|reason|rank)\s*[:#]"
+    r"|\b(?:preferred_products|liked_features|potential_interests)\b"
+)
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?;])\s+|\n+|\s+[-–—]\s+(?=\S)")
+_MARKUP_CHARS = re.compile(r"[<>{}\[\]|`\\@#$%^*=~]")
+
+
+def _has_markup_hint(text: str) -> bool:
+    return any(c in text for c in "<&{[`|") or "://" in text or "www." in text.lower()
+
+
+@lru_cache(maxsize=16_384)
+def strip_markup(text: str) -> str:
+    """Text without HTML (script/style blocks with their content, comments, tags, entities), chat tokens,
+    code fences and links; whitespace collapsed. Titles and features get this before any template."""
+    if not text:
+        return ""
+    if not _has_markup_hint(text) and "." not in text and "@" not in text:
+        return " ".join(text.split())
+    out = _CHAT_TOKENS.sub(" ", text)
+    for _ in range(2):  # entities may hide tags ("&lt;script&gt;"): unescape, then strip again
+        out = _BLOCK_TAGS.sub(" ", out)
+        out = _COMMENTS.sub(" ", out)
+        out = _TAGS.sub(" ", out)
+        out = html.unescape(out)
+    out = _ANGLE.sub(" ", out)
+    out = _CHAT_TOKENS.sub(" ", out)
+    out = _URLS.sub(" ", out)
+    return " ".join(out.split())
+
+
+def has_link(text: str) -> bool:
+    """True when ``text`` carries a URL, a bare domain or an e-mail address."""
+    return bool(_URLS.search(text or ""))
+
+
+def instruction_like(text: str) -> bool:
+    """True when ``text`` addresses the model (``ignore previous instructions``, ``system:``,
+    ``Rank 1:``, ``respond with JSON``…) instead of describing a product."""
+    return bool(_INSTRUCTION.search(text or ""))
+
+
+@lru_cache(maxsize=16_384)
+def sanitize_untrusted(text: str) -> str:
+    """Untrusted text made safe to show a model and to ground profile terms in: :func:`strip_markup`,
+    JSON-ish blobs removed, and every sentence that reads like an instruction dropped whole (so the
+    words it tried to plant, e.g. "hacked", are gone too)."""
+    out = strip_markup(text or "")
+    if not out:
+        return ""
+    out = _JSONISH.sub(" ", out)
+    kept = [s for s in _SENTENCE_SPLIT.split(out) if s and s.strip() and not instruction_like(s)]
+    return " ".join(" ".join(kept).split())
+
+
+@lru_cache(maxsize=16_384)
+def unsafe_term(term: str) -> bool:
+    """A profile term (or a short generated phrase) that must not be stored: markup or link characters,
+    an instruction-like phrase, or a content word repeated ("hacked hacked hacked")."""
+    if not term:
+        return True
+    if _MARKUP_CHARS.search(term) or _URLS.search(term) or "&" in term and html.unescape(term) != term:
+        return True
+    if instruction_like(term):
+        return True
+    toks = [t for t in tokens(term) if is_content(t)]
+    return len(toks) != len(set(toks))

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.logging import get_logger
-from shared.text import is_content, tokens
+from shared.text import is_content, sanitize_untrusted, tokens
 
 log = get_logger(__name__)
 
@@ -115,9 +115,10 @@ def find_vocab_terms(text: str, vocab: Iterable[str]) -> list[str]:
 
 
 def item_vocab_text(title: str | None, description: Iterable[Any] | None) -> str:
-    """The text of one item that feeds the vocabulary: title and description (the study's choice)."""
+    """The text of one item that feeds the vocabulary: title and description (the study's choice),
+    sanitised (``shared.text.sanitize_untrusted``: no HTML, links or instruction-like sentences)."""
     desc = " ".join(str(d) for d in (description or []) if d)
-    return f"{title or ''}. {desc}".strip()
+    return sanitize_untrusted(f"{title or ''}. {desc}").strip()
 
 
 _mem: dict[str, tuple[float, str, list[str]]] = {}

@@ -1,8 +1,10 @@
 """LLM backend for reasons: one short prompt per item, generated in small batches under a time budget.
 
-Every output is validated (length, no prompt echo, grounded in the item and the profile); an item whose
-output fails gets a template reason with ``source="template"``. The budget is checked between batches,
-so a slow model never holds a request longer than about one batch past it.
+Every output is validated (length, no prompt echo, no markup or link, grounded in the item and the
+profile); an item whose output fails gets a template reason with ``source="template"``. Titles and
+features are sanitised (``shared.text.sanitize_untrusted``: HTML, links, JSON-ish blobs and
+instruction-like sentences removed) before they reach the prompt or the validation. The budget is
+checked between batches, so a slow model never holds a request longer than about one batch past it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,17 @@ from typing import Any
 
 from shared.logging import get_logger
 from shared.records import get_field
-from shared.text import GENERIC, clip, content_stems, normalize, one_line, vocab, words
+from shared.text import (
+    GENERIC,
+    clip,
+    content_stems,
+    has_link,
+    normalize,
+    one_line,
+    sanitize_untrusted,
+    vocab,
+    words,
+)
 
 log = get_logger(__name__)
 
@@ -40,11 +52,24 @@ _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 _OUT_OF_FIVE = re.compile(r"/\s*5\b|\bout of 5\b")
 
 
+def item_title(item: Any) -> str:
+    """The item's title as a prompt may show it (sanitised)."""
+    title = get_field(item, "title") or ""
+    return sanitize_untrusted(title) if isinstance(title, str) else ""
+
+
+def item_features(item: Any) -> list[str]:
+    feats = get_field(item, "features") or []
+    return [f for f in (sanitize_untrusted(x) for x in feats if isinstance(x, str)) if f]
+
+
 def reason_prompt(*, terms: Sequence[str], item: Any) -> str:
-    """The per-item prompt: untrusted strings are flattened so they cannot add instructions or lines."""
-    likes = ", ".join(one_line(t, 40) for t in terms[:4]) or "popular, well-rated products (new customer)"
-    feats = "; ".join(one_line(f, 80) for f in (get_field(item, "features") or [])[:3] if isinstance(f, str))
-    lines = [f"Product: {one_line(get_field(item, 'title') or '', 120)}"]
+    """The per-item prompt: untrusted strings are sanitised and flattened so they cannot add
+    instructions, markup or lines."""
+    likes = ", ".join(one_line(sanitize_untrusted(t), 40) for t in terms[:4] if sanitize_untrusted(t))
+    likes = likes or "popular, well-rated products (new customer)"
+    feats = "; ".join(one_line(f, 80) for f in item_features(item)[:3])
+    lines = [f"Product: {one_line(item_title(item) or get_field(item, 'parent_asin') or '', 120)}"]
     if feats:
         lines.append(f"Features: {feats}")
     if get_field(item, "average_rating") and get_field(item, "rating_number"):
@@ -79,11 +104,13 @@ def validate_reason(
     low = normalize(text)
     if any(m in low for m in PROMPT_MARKERS):
         return Verdict(False, "prompt_echo")
-    title = get_field(item, "title") or ""
+    if any(c in text for c in "<>{}[]`|\\") or has_link(text):
+        return Verdict(False, "markup")
+    title = item_title(item)
     if len(title) > 20 and normalize(title) in low and len(low) < len(normalize(title)) + 15:
         return Verdict(False, "title_echo")
-    feats = [f for f in (get_field(item, "features") or []) if isinstance(f, str)]
-    item_text = " ".join([title, *feats, get_field(item, "main_category") or ""])
+    feats = item_features(item)
+    item_text = " ".join([title, *feats, sanitize_untrusted(get_field(item, "main_category") or "")])
     known_numbers = set(_NUMBER.findall(item_text))
     for key in ("average_rating", "rating_number"):
         v = get_field(item, key)
@@ -152,6 +179,26 @@ class LLMReasoner:
                         },
                     )
         return out
+
+    @property
+    def can_score(self) -> bool:
+        """The backend scores labels in one forward pass (``shared.llm.LabelScorer``)."""
+        return callable(getattr(self.llm, "score_labels", None))
+
+    def score(
+        self,
+        prompt: str,
+        labels: Sequence[str],
+        *,
+        system: str,
+        answer_prefix: str,
+        deadline: float | None = None,
+    ) -> list[float] | None:
+        """Label scores of one prompt; None when ``deadline`` passed while the request waited."""
+        with self._lock:
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            return list(self.llm.score_labels(prompt, labels, system=system, answer_prefix=answer_prefix))
 
     def complete(
         self, prompt: str, *, max_new_tokens: int, system: str, deadline: float | None = None

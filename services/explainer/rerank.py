@@ -1,4 +1,15 @@
-"""LLM re-rank for the llm_only strategy: prompt, strict parser, fallback to the retriever order.
+"""LLM re-rank for the llm_only strategy.
+
+**Label scoring (the default with a real backend; the LlamaRec approach).** Candidates are shown with
+one-token labels (``[A] title — features``, then ``[B]`` …, 52 labels ``A``–``Z``, ``a``–``z``), the
+prompt ends with the start of the answer (``The best match is [``) and ONE forward pass gives the
+next-token logit of every label (``shared.llm.LabelScorer.score_labels``). Candidates are ranked by
+that logit (ties: retriever order); candidates beyond the 52nd keep retriever order after the scored
+ones. Nothing is generated, so nothing has to be parsed: every answer is k distinct candidates, and it
+is the same computation on llama.cpp and on transformers. Reasons then come from the templates.
+
+**Text (backends without label scoring, e.g. test doubles):** prompt, strict parser, fallback to the
+retriever order, as follows.
 
 Candidates are shown to the model by number (``[7] title — features``) with their text flattened
 (no newlines, scaffold words defused), and the parser maps numbers back to candidates. So neither a
@@ -15,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.records import get_field
-from shared.text import clip, normalize, one_line, words
+from shared.text import clip, normalize, one_line, sanitize_untrusted, words
 
 SYSTEM = (
     "You are a shopping assistant. You rank products for one customer strictly by how well they match "
@@ -35,11 +46,25 @@ _BRACKET = re.compile(r"^\s*\[\s*#?(\d{1,3})\s*\]")
 _ECHO = ("rank ", "product:", "respond", "format", "summary:", "instruction")
 
 
-def candidate_line(n: int, item: Any) -> str:
-    title = one_line(get_field(item, "title") or get_field(item, "parent_asin") or "", 80)
-    feats = "; ".join(one_line(f, 40) for f in (get_field(item, "features") or [])[:2] if isinstance(f, str))
+LABEL_CANDIDATE_CHARS = 72  # shorter lines in the label prompt: 50 candidates stay ~1k tokens
+
+
+def candidate_text(item: Any, max_chars: int = MAX_CANDIDATE_CHARS) -> str:
+    """A candidate as a prompt shows it: sanitised title (the ASIN when nothing is left) and features."""
+    raw = get_field(item, "title") or ""
+    title = one_line(sanitize_untrusted(raw) if isinstance(raw, str) else "", 80)
+    title = title or one_line(str(get_field(item, "parent_asin") or ""), 80)
+    feats = "; ".join(
+        one_line(f, 40)
+        for f in (sanitize_untrusted(x) for x in (get_field(item, "features") or [])[:2] if isinstance(x, str))
+        if f
+    )
     text = f"{title} — {feats}" if feats else title
-    return f"[{n}] {clip(text, MAX_CANDIDATE_CHARS)}"
+    return clip(text, max_chars)
+
+
+def candidate_line(n: int | str, item: Any, max_chars: int = MAX_CANDIDATE_CHARS) -> str:
+    return f"[{n}] {candidate_text(item, max_chars)}"
 
 
 def rerank_prompt(*, summary: str | None, candidates: Sequence[Any], k: int) -> str:
@@ -48,11 +73,40 @@ def rerank_prompt(*, summary: str | None, candidates: Sequence[Any], k: int) -> 
         f"Rank {r}: Product: [number] Reason: <why it fits, at most 15 words>" for r in range(1, k + 1)
     )
     return (
-        f"Customer summary: {one_line(summary or 'A new customer with no history.', 600)}\n\n"
+        f"Customer summary: {one_line(sanitize_untrusted(summary or ''), 600) or 'A new customer with no history.'}"
+        "\n\n"
         f"Products:\n{lines}\n\n"
         f"Pick the {k} products that best match the customer summary, best first. "
         f"Respond with exactly {k} lines in this format, using the product numbers above:\n{example}"
     )
+
+
+LABELS: tuple[str, ...] = tuple(chr(c) for c in range(ord("A"), ord("Z") + 1)) + tuple(
+    chr(c) for c in range(ord("a"), ord("z") + 1)
+)
+ANSWER_PREFIX = "The best match is ["
+
+
+def label_prompt(*, summary: str | None, candidates: Sequence[Any]) -> tuple[str, list[str]]:
+    """The label-scoring prompt and the labels shown (one per candidate, at most ``len(LABELS)``)."""
+    n = min(len(candidates), len(LABELS))
+    labels = list(LABELS[:n])
+    lines = "\n".join(candidate_line(labels[i], c, LABEL_CANDIDATE_CHARS) for i, c in enumerate(candidates[:n]))
+    text = one_line(sanitize_untrusted(summary or ""), 600) or "A new customer with no history."
+    prompt = (
+        f"Customer summary: {text}\n\n"
+        f"Products:\n{lines}\n\n"
+        "Which product best matches the customer summary? Answer with the letter of that product."
+    )
+    return prompt, labels
+
+
+def rank_by_scores(scores: Sequence[float], *, n_candidates: int, k: int) -> list[tuple[int, int, str | None]]:
+    """(rank, candidate index, None) for ranks 1..k: scored candidates by score (ties: retriever order),
+    then the unscored ones in retriever order."""
+    scored = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+    order = scored + list(range(len(scores), n_candidates))
+    return [(rank, index, None) for rank, index in enumerate(order[: min(k, n_candidates)], start=1)]
 
 
 @dataclass(frozen=True)
@@ -75,7 +129,7 @@ def _resolve(product: str, candidates: Sequence[Any]) -> int | None:
             return i
     matches = []
     for i, c in enumerate(candidates):
-        title = normalize(one_line(get_field(c, "title") or "", 200))
+        title = normalize(one_line(sanitize_untrusted(get_field(c, "title") or ""), 200))
         if title and (norm == title or (len(norm) >= 20 and title.startswith(norm))):
             matches.append(i)
     return matches[0] if len(matches) == 1 else None
@@ -90,7 +144,7 @@ def _resolve_listed(text: str, candidates: Sequence[Any]) -> int | None:
     norm = normalize(text)
     best, best_len = None, 0
     for i, c in enumerate(candidates):
-        title = normalize(one_line(get_field(c, "title") or "", 80))
+        title = normalize(one_line(sanitize_untrusted(get_field(c, "title") or ""), 80))
         if len(title) >= 10 and norm.startswith(title) and len(title) > best_len:
             best, best_len = i, len(title)
     return best

@@ -77,6 +77,9 @@ class RankedItem(BaseModel):
 
 class RerankResponse(BaseModel):
     items: list[RankedItem]
-    parsed: int
+    parsed: int = Field(description="ranks that came from the model (k when label scoring answered)")
     fallback: bool
     backend: str = ""
+    method: Literal["label_logits", "text", "none"] = Field(
+        "none", description="label_logits: one forward pass scored every candidate's label (always k); "
+        "text: generated and parsed; none: retriever order (no LLM)")

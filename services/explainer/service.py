@@ -18,8 +18,15 @@ from prometheus_client import Counter
 
 from services.explainer.config import ExplainerSettings
 from services.explainer.llm import LLMReasoner
+from services.explainer.rerank import (
+    ANSWER_PREFIX,
+    assemble,
+    label_prompt,
+    parse_ranking,
+    rank_by_scores,
+    rerank_prompt,
+)
 from services.explainer.rerank import SYSTEM as RERANK_SYSTEM
-from services.explainer.rerank import assemble, parse_ranking, rerank_prompt
 from services.explainer.schemas import (
     ExplainRequest,
     ExplainResponse,
@@ -284,10 +291,38 @@ class Explainer:
         k = min(req.k, len(cands))
         parsed_count = 0
         rows: list[tuple[int, int, str | None]]
+        method = "none"
         if self.reasoner is None or k == 0:
             rows = assemble([], n_candidates=len(cands), k=k)
             outcome = "template"
+        elif self.reasoner.can_score:  # one forward pass, candidates ranked by their label's logit
+            prompt, labels = label_prompt(summary=req.summary, candidates=cands)
+            try:
+                scores = await asyncio.wait_for(
+                    self._in_llm_thread(
+                        self.reasoner.score,
+                        prompt,
+                        labels,
+                        system=RERANK_SYSTEM,
+                        answer_prefix=ANSWER_PREFIX,
+                        deadline=time.monotonic() + self.settings.EXPLAINER_RERANK_TIMEOUT_S,
+                    ),
+                    timeout=self.settings.EXPLAINER_RERANK_TIMEOUT_S,
+                )
+                if scores is None or len(scores) != len(labels):
+                    raise TimeoutError("the re-rank waited past its budget")
+                rows = rank_by_scores(scores, n_candidates=len(cands), k=k)
+                parsed_count, outcome, method = len(rows), "scored", "label_logits"
+            except TimeoutError:
+                LLM_TIMEOUTS.labels("rerank").inc()
+                rows = assemble([], n_candidates=len(cands), k=k)
+                outcome = "timeout"
+            except Exception:
+                log.exception("llm rerank failed", extra={"user_id": req.user_id})
+                rows = assemble([], n_candidates=len(cands), k=k)
+                outcome = "error"
         else:
+            method = "text"
             prompt = rerank_prompt(summary=req.summary, candidates=cands, k=k)
             try:
                 raw = await asyncio.wait_for(
@@ -333,7 +368,7 @@ class Explainer:
             items.append(RankedItem(parent_asin=cands[index].parent_asin, rank=rank, reason=reason, source=source))
             REASONS.labels(source).inc()
         return RerankResponse(
-            items=items, parsed=parsed_count, fallback=parsed_count < k, backend=self.backend_name
+            items=items, parsed=parsed_count, fallback=parsed_count < k, backend=self.backend_name, method=method
         )
 
 

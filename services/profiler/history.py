@@ -3,8 +3,10 @@
 Selection: of the newest ``max_reviews`` reviews, each gets an informativeness score
 (0.4 · text length (saturating at ``review_chars``) + 0.35 · rating extremeness (|rating − 3| / 2)
 + 0.25 · recency rank); reviews are taken greedily by score until the character budget is spent,
-then rendered newest first. Review text is data: it is cleaned of anything that could close the
-prompt's fence and is never placed outside it.
+then rendered newest first. Review text is data: it is sanitised (``shared.text.sanitize_untrusted``:
+HTML, links, JSON-ish blobs and instruction-like sentences removed), cleaned of anything that could close
+the prompt's fence and is never placed outside it. Grounding evidence is built from the same sanitised
+text, so a word planted by an injected instruction can never ground a profile term.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.records import get_field
-from shared.text import is_content, tokens
+from shared.text import is_content, sanitize_untrusted, tokens
 
 FENCE_OPEN = "<reviews>"
 FENCE_CLOSE = "</reviews>"
@@ -43,6 +45,7 @@ class History:
     n_reviews: int  # all reviews of the user considered
     last_review_ts: int | None
     evidence: str = ""  # all review titles/texts and item titles (grounding), not only the selected
+    item_evidence: str = ""  # the reviewed items' own titles (grounds products and interests)
     all_entries: list[ReviewEntry] = field(default_factory=list)
 
     @property
@@ -63,8 +66,9 @@ class History:
 
 
 def clean(text: str, limit: int) -> str:
-    """Collapse whitespace, drop fence-like markers, cut at ``limit`` characters on a word boundary."""
-    text = _SPACE.sub(" ", _FENCE_LIKE.sub(" ", text or "")).strip()
+    """Sanitise untrusted text, collapse whitespace, drop fence-like markers, cut at ``limit`` characters
+    on a word boundary."""
+    text = _SPACE.sub(" ", _FENCE_LIKE.sub(" ", sanitize_untrusted(str(text or "")))).strip()
     if len(text) <= limit:
         return text
     cut = text[:limit].rsplit(" ", 1)[0]
@@ -112,10 +116,16 @@ def build_history(
         spent += cost
     selected = [e for i, e in enumerate(entries) if i in chosen]
     # Grounding evidence: every review's full text, not only the selected, truncated ones.
+    # Sanitised like the prompt: an instruction-like sentence grounds nothing.
     evidence = " \n".join(
-        f"{item_titles.get(str(get_field(r, 'parent_asin', '')), '') or ''} {get_field(r, 'title', '') or ''} "
-        f"{get_field(r, 'text', '') or ''}"
+        sanitize_untrusted(
+            f"{item_titles.get(str(get_field(r, 'parent_asin', '')), '') or ''}. {get_field(r, 'title', '') or ''}. "
+            f"{get_field(r, 'text', '') or ''}"
+        )
         for r in reviews
+    )
+    item_evidence = " \n".join(
+        sanitize_untrusted(item_titles.get(str(get_field(r, "parent_asin", "")), "") or "") for r in reviews
     )
     return History(
         user_id=user_id,
@@ -123,5 +133,6 @@ def build_history(
         n_reviews=n,
         last_review_ts=entries[0].timestamp if entries else None,
         evidence=evidence,
+        item_evidence=item_evidence,
         all_entries=entries,
     )

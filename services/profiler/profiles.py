@@ -5,8 +5,10 @@ Pure functions (no DB, no broker): offline evaluation calls :func:`profile_from_
 
 1. JSON profile: parsed, repaired and normalised by :mod:`services.profiler.repair`;
 2. grounding (:func:`services.profiler.structured.ground`): a term is kept only if every content word
-   of it (stemmed) occurs in the user's reviews / item titles or in the domain vocabulary — invented
-   terms are dropped;
+   of it (stemmed) occurs in the user's sanitised reviews / item titles or in the domain vocabulary
+   (products and interests: item titles or vocabulary) and it carries no markup, link or
+   instruction-like phrase — invented and injected terms are dropped (the extractive fallback passes
+   the same step);
 3. summary (:mod:`services.profiler.summary`): split into sentences, list markers and preambles
    removed, exactly three kept; missing ones are completed from the extractive summary
    (``summary_source="mixed"``);
@@ -127,7 +129,10 @@ def profiles_from_histories(
             data = parse_json_object(raw)
             if data is not None:
                 prof, dropped = ground(
-                    profile_from_json(data, max_terms=max_terms), evidence=histories[i].evidence, vocab=vocab
+                    profile_from_json(data, max_terms=max_terms),
+                    evidence=histories[i].evidence,
+                    vocab=vocab,
+                    item_evidence=histories[i].item_evidence,
                 )
                 if usable_profile(prof):
                     profiles[i] = (prof, dropped)
@@ -165,8 +170,11 @@ def profiles_from_histories(
         if i in profiles:
             prof, dropped = profiles[i]
             source = "llm"
-        else:
-            prof, dropped, source = fallback_profile, [], "extractive"
+        else:  # the extractive profile passes the same validation step as the LLM's
+            prof, dropped = ground(
+                fallback_profile, evidence=h.evidence, vocab=vocab, item_evidence=h.item_evidence
+            )
+            source = "extractive"
         summary, summary_source = three_sentences(summaries.get(i, []), fallback_sentences)
         results[i] = ProfileResult(
             user_id=h.user_id,

@@ -1,7 +1,12 @@
 """The structured profile (four lists of short terms) and what makes one acceptable.
 
 Grounding: a term is kept only if every content word of it (stemmed by ``shared.text``) occurs in the
-user's reviews / item titles or in the domain vocabulary, so invented terms are dropped.
+user's (sanitised) reviews / item titles or in the domain vocabulary, so invented terms are dropped.
+Products and potential interests must be grounded in the reviewed items' own titles or the catalog
+vocabulary (a product is something the catalog sells, not a word a review planted). A term with
+markup, a link, an instruction-like phrase or a repeated word (``shared.text.unsafe_term``) is dropped
+whatever its grounding. This is the one validation step every profile passes through (LLM, extractive,
+any backend).
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from services.profiler.prompts import FIELDS
-from shared.text import content_stems
+from shared.text import content_stems, unsafe_term
 
 
 @dataclass
@@ -27,18 +32,28 @@ class StructuredProfile:
         return asdict(self)
 
 
+ITEM_GROUNDED = frozenset({"preferred_products", "potential_interests"})
+
+
 def ground(
-    profile: StructuredProfile, *, evidence: str, vocab: Sequence[str]
+    profile: StructuredProfile, *, evidence: str, vocab: Sequence[str], item_evidence: str | None = None
 ) -> tuple[StructuredProfile, list[str]]:
-    """Keep the terms whose every content word occurs in the evidence or the vocabulary."""
-    allowed = set(content_stems(evidence)) | {s for v in vocab for s in content_stems(v)}
+    """Keep the safe terms whose every content word occurs in the evidence or the vocabulary.
+
+    ``item_evidence`` (the reviewed items' own text): when given, products and potential interests
+    must be grounded in it or in the vocabulary, not in the review text.
+    """
+    vocab_stems = {s for v in vocab for s in content_stems(v)}
+    allowed = set(content_stems(evidence)) | vocab_stems
+    item_allowed = allowed if item_evidence is None else set(content_stems(item_evidence)) | vocab_stems
     grounded = StructuredProfile()
     dropped: list[str] = []
     for name in FIELDS:
         kept = []
+        pool = item_allowed if name in ITEM_GROUNDED else allowed
         for term in getattr(profile, name):
             stems = content_stems(term)
-            if stems and all(s in allowed for s in stems):
+            if stems and not unsafe_term(term) and all(s in pool for s in stems):
                 kept.append(term)
             else:
                 dropped.append(term)

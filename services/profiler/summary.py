@@ -1,14 +1,17 @@
 """The three-sentence summary: an LLM's text split and cleaned, completed from a fallback.
 
-Preambles, list markers, sentences with braces/markup/"JSON" and fragments under four words are
-dropped; the first three sentences are kept; missing ones are completed position-wise from the
-extractive summary (``summary_source`` = ``llm`` | ``mixed`` | ``extractive``).
+Preambles, list markers, sentences with braces/markup/"JSON", links or instruction-like phrases
+(``shared.text``) and fragments under four words are dropped; the first three sentences are kept;
+missing ones are completed position-wise from the extractive summary
+(``summary_source`` = ``llm`` | ``mixed`` | ``extractive``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+
+from shared.text import has_link, instruction_like
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 _LIST_MARKER = re.compile(
@@ -30,7 +33,7 @@ def clean_sentences(text: str | None, *, min_words: int = 4, max_words: int = 45
     kept: list[str] = []
     for sentence in split_sentences(text or ""):
         s = _LIST_MARKER.sub("", sentence).strip().strip('"').strip()
-        if not s or s.endswith(":") or _JUNK.search(s):
+        if not s or s.endswith(":") or _JUNK.search(s) or has_link(s) or instruction_like(s):
             continue
         words = s.split()
         if len(words) < min_words or sum(c.isalpha() or c.isspace() for c in s) < 0.8 * len(s):

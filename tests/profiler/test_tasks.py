@@ -3,7 +3,6 @@ and a worker SIGKILLed mid-job: the job is redelivered and the profiles are writ
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -115,15 +114,22 @@ def test_worker_killed_mid_job_loses_no_profile_job(psettings, catalog, unique, 
         os.killpg(first.pid, signal.SIGKILL)  # no goodbye: no ack, no requeue by the worker itself
         first.wait(timeout=10)
         assert len(_profiles(s, users)) < len(users), "the job finished before the kill; nothing was tested"
-        second = start_worker(s, worker_log, **extra)
+        second_log = worker_log.with_name("worker-2.log")
+        second = start_worker(s, second_log, **extra)
         _wait_for(
             lambda: len(_profiles(s, users)) == len(users),
             timeout_s=400,
             what="redelivered job",
-            log=worker_log,
+            log=second_log,
         )
-        assert all(p.status == "ready" for p in _profiles(s, users).values())
-        assert "build_profile" in json.dumps(worker_log.read_text()[-20000:])
+        profiles = _profiles(s, users)
+        # The job ran again on the second worker with its LLM loaded (model_name "none" would be a worker
+        # without one), and no user was written twice (one the killed worker had finished is skipped).
+        assert all(
+            p.status == "ready" and p.model_name not in (None, "none") and p.version == 1 for p in profiles.values()
+        ), [(p.user_id, p.status, p.model_name, p.version) for p in profiles.values()]
+        _wait_for(lambda: "succeeded" in second_log.read_text(), timeout_s=30, what="the ack", log=second_log)
+        assert "build_profile" in second_log.read_text() and "received" in second_log.read_text()
     finally:
         stop_process(first)
         if second is not None:
