@@ -11,7 +11,13 @@ STAMP := $(VENV)/.installed
 # (seen on this project's Xeon VMs), and an image built on one machine must run on others.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
+# The dashboard's browser tests drive Debian's Chromium (Playwright with executable_path; no browser
+# download). Installed here so `make test` works on a fresh machine (Debian/Ubuntu, as root or with sudo).
+CHROMIUM_INSTALL = DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+
 $(STAMP): pyproject.toml
+	command -v chromium >/dev/null 2>&1 || ($(SUDO) apt-get update -qq && $(SUDO) $(CHROMIUM_INSTALL))
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip setuptools wheel
 	# The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.

@@ -59,9 +59,14 @@ def _profiled(settings: GatewaySettings, users: list[str]) -> int:
     )
 
 
+def admin_headers(settings: CommonSettings) -> dict[str, str]:
+    """The admin key (it may also read personal data) as a bearer header, when one is configured."""
+    return {"Authorization": f"Bearer {settings.ADMIN_KEY}"} if settings.ADMIN_KEY else {}
+
+
 def train_als(settings: CommonSettings, *, timeout_s: float = 900.0) -> bool:
     """Train through the ALS service's API like any client: start a run, poll until it is live or not."""
-    headers = {"Authorization": f"Bearer {settings.ADMIN_KEY}"} if settings.ADMIN_KEY else {}
+    headers = admin_headers(settings)
     with httpx.Client(base_url=settings.ALS_URL, timeout=30.0, headers=headers) as als:
         r = als.post("/v1/models/train", json={})
         if r.status_code == 409:  # a training already runs (e.g. the retrain trigger): wait for it instead
@@ -92,7 +97,7 @@ def train_als(settings: CommonSettings, *, timeout_s: float = 900.0) -> bool:
 def describe_ranker(settings: GatewaySettings) -> None:
     """Refit hybrid's ranking core on everything just loaded and say what it chose."""
     try:
-        r = httpx.post(f"{settings.RETRIEVER_URL}/v1/ranker/refit", timeout=600.0)
+        r = httpx.post(f"{settings.RETRIEVER_URL}/v1/ranker/refit", timeout=600.0, headers=admin_headers(settings))
         body = r.json()
     except (httpx.HTTPError, ValueError) as e:
         typer.echo(f"ranking core: not available ({e}); hybrid uses the vector pipeline", err=True)
@@ -129,6 +134,7 @@ def _recommend(settings: GatewaySettings, user_id: str, strategy: str, k: int) -
             f"{settings.GATEWAY_URL}/v1/users/{user_id}/recommendations",
             params={"k": k, "strategy": strategy},
             timeout=180.0,
+            headers=admin_headers(settings),
         )
         body = r.json()
         return body if r.status_code == 200 else {"error": body, "items": []}
@@ -239,6 +245,8 @@ def run_demo(
         f"  recsys status\n"
         f"Stop it with: recsys down"
     )
+    typer.echo(f"  this user in the dashboard: {settings.DASHBOARD_URL}/users/{shown[0] if shown else COLD_USER}")
+    typer.echo(f"Dashboard: {settings.DASHBOARD_URL}/")
     return 0
 
 

@@ -12,6 +12,7 @@ HTTP_SERVICES: dict[str, tuple[str, int]] = {
     "retriever": ("services.retriever.app", 8002),
     "explainer": ("services.explainer.app", 8003),
     "als": ("services.als.app", 8004),
+    "dashboard": ("services.dashboard.app", 8005),
 }
 # Long-running consumers: name -> "module:function" that reads its service's settings and runs until SIGTERM.
 CONSUMERS: dict[str, str] = {

@@ -56,9 +56,10 @@ def processes(settings: CommonSettings) -> list[Proc]:
         "retriever": settings.RETRIEVER_URL,
         "explainer": settings.EXPLAINER_URL,
         "als": settings.ALS_URL,
+        "dashboard": settings.DASHBOARD_URL,
     }
     procs: list[Proc] = []
-    for name in ("ingest", "retriever", "explainer", "als", "gateway"):
+    for name in ("ingest", "retriever", "explainer", "als", "gateway", "dashboard"):
         url = urls[name].rstrip("/")
         parts = urlsplit(url)
         port = parts.port or HTTP_SERVICES[name][1]
@@ -157,6 +158,7 @@ def child_env(settings: CommonSettings, home: Path) -> dict[str, str]:
             "RECSYS_RETRIEVER_URL": settings.RETRIEVER_URL,
             "RECSYS_EXPLAINER_URL": settings.EXPLAINER_URL,
             "RECSYS_ALS_URL": settings.ALS_URL,
+            "RECSYS_DASHBOARD_URL": settings.DASHBOARD_URL,
             "PYTHONUNBUFFERED": "1",
         }
     )

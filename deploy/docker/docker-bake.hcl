@@ -17,7 +17,7 @@ variable "TORCH_VARIANT" {
 }
 
 group "default" {
-  targets = ["gateway", "ingest", "retriever", "explainer", "als", "profiler"]
+  targets = ["gateway", "ingest", "retriever", "explainer", "als", "profiler", "dashboard"]
 }
 
 target "_common" {
@@ -66,4 +66,10 @@ target "profiler" {
     TORCH_VARIANT = "${TORCH_VARIANT}"
   }
   tags = ["${REGISTRY}/recsys-profiler:${TAG}-${TORCH_VARIANT}"]
+}
+
+target "dashboard" {
+  inherits   = ["_common"]
+  dockerfile = "deploy/docker/dashboard.Dockerfile"
+  tags       = ["${REGISTRY}/recsys-dashboard:${TAG}"]
 }

@@ -33,6 +33,7 @@ INGRESS_ON = {"ingress": {"enabled": True, "host": "recsys.example.com"}}
 KEDA_ON = {"profilerWorker": {"autoscaling": {"type": "keda", "keda": {"redisAddress": "10.1.2.4:6379"}}}}
 QUEUE_HPA_ON = {"profilerWorker": {"autoscaling": {"type": "hpa"}}}
 SPARK_K8S = {"alsTraining": {"spark": {"master": "k8s://https://kubernetes.default.svc"}}}
+DASHBOARD_ON = {"dashboard": {"enabled": True}}
 
 # The matrix every structural test runs over: (id, values).
 MATRIX: list[tuple[str, dict[str, Any]]] = [
@@ -48,8 +49,9 @@ MATRIX: list[tuple[str, dict[str, Any]]] = [
     ("spark-on-k8s", deep_merge(EXTERNAL, SPARK_K8S)),
     ("gcs-persistence", {"persistence": {"type": "gcs", "gcs": {"bucket": "recsys-state"}}}),
     ("no-persistence", {"persistence": {"enabled": False}, "networkPolicy": {"enabled": False}}),
+    ("dashboard-on", deep_merge(EXTERNAL, DASHBOARD_ON)),
     ("everything-on", deep_merge(deep_merge(deep_merge(BUNDLED, HPA_ON), INGRESS_ON),
-                                 deep_merge(KEDA_ON, SPARK_K8S))),
+                                 deep_merge(deep_merge(KEDA_ON, SPARK_K8S), DASHBOARD_ON))),
 ]
 MATRIX_IDS = [name for name, _ in MATRIX]
 
@@ -233,6 +235,19 @@ def test_secret_values_never_reach_a_configmap(render) -> None:
     for where, pod in rendered.pod_specs():
         for sentinel in _sentinel_strings():
             assert sentinel not in repr(pod), where
+
+
+def test_production_keys_are_always_in_the_secret(render) -> None:
+    """The services refuse to start in production without write and admin keys: keys not given are
+    generated at install (kept across upgrades by reading the live Secret back), given ones are used."""
+    generated = _decoded_secret(render({}), f"{RELEASE}-secrets")
+    assert len(generated["RECSYS_API_KEYS"]) == 40 and generated["RECSYS_API_KEYS"].isalnum()
+    assert len(generated["RECSYS_ADMIN_KEY"]) == 40
+    assert generated["RECSYS_ADMIN_KEY"] != generated["RECSYS_API_KEYS"]
+    assert "RECSYS_READ_KEYS" not in generated
+    keys = {"apiKeys": ["w1", "w2"], "adminKey": "adm", "readKeys": ["r1", "r2"]}
+    given = _decoded_secret(render({"secrets": keys}), f"{RELEASE}-secrets")
+    assert (given["RECSYS_API_KEYS"], given["RECSYS_ADMIN_KEY"], given["RECSYS_READ_KEYS"]) == ("w1,w2", "adm", "r1,r2")
 
 
 def test_existing_secret_is_referenced_not_rendered(render) -> None:
@@ -500,3 +515,60 @@ def test_spark_executor_pod_template_is_a_valid_non_root_pod(render) -> None:
     (main,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in main["env"]}
     assert env["RECSYS_SPARK_MASTER"] == "k8s://https://kubernetes.default.svc"
+
+
+# ---------------------------------------------------------------- dashboard
+
+
+def _peer(component: str) -> dict[str, Any]:
+    return {"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "recsys", "app.kubernetes.io/instance": RELEASE,
+        "app.kubernetes.io/component": component}}}
+
+
+def test_dashboard_is_off_by_default(render) -> None:
+    rendered = render(EXTERNAL)
+    names = [o["metadata"]["name"] for o in rendered.objects]
+    assert not [n for n in names if "dashboard" in n], names
+
+
+def test_dashboard_when_on_runs_its_image_behind_a_closed_network_policy(render) -> None:
+    rendered = render(deep_merge(deep_merge(EXTERNAL, DASHBOARD_ON), INGRESS_ON))
+    dep = rendered.get("Deployment", f"{RELEASE}-dashboard")
+    (main,) = dep["spec"]["template"]["spec"]["containers"]
+    assert "/recsys-dashboard:" in main["image"]
+    assert main["args"][:2] == ["serve", "dashboard"] and "8005" in main["args"]
+    assert main["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    svc = rendered.get("Service", f"{RELEASE}-dashboard")
+    assert svc["spec"]["type"] == "ClusterIP" and svc["spec"]["ports"][0]["port"] == 8005
+    assert rendered.get("ConfigMap", f"{RELEASE}-config")["data"]["RECSYS_DASHBOARD_URL"] == (
+        f"http://{RELEASE}-dashboard:8005")
+
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    policies = rendered.of_kind("NetworkPolicy")
+    selecting = [p["metadata"]["name"] for p in policies if _selects(p, labels)]
+    assert selecting == [f"{RELEASE}-dashboard"]  # in particular not the gateway's open policy
+    rules = rendered.get("NetworkPolicy", f"{RELEASE}-dashboard")["spec"]["ingress"]
+    # only the metrics scrapers (a namespace selector); nobody else until dashboard.allowFrom says so
+    assert rules and all("from" in r and all("namespaceSelector" in peer for peer in r["from"]) for r in rules)
+    open_to_all = [p["metadata"]["name"] for p in policies
+                   if any("from" not in rule for rule in p["spec"].get("ingress", []))]
+    assert open_to_all == [f"{RELEASE}-gateway"]
+    # The public Ingress routes to the gateway only.
+    for ing in rendered.of_kind("Ingress"):
+        backends = [p["backend"]["service"]["name"] for r in ing["spec"]["rules"] for p in r["http"]["paths"]]
+        assert f"{RELEASE}-dashboard" not in backends
+    # The dashboard reads the other services like a client: each admits it.
+    for name in ("ingest", "retriever", "explainer", "als"):
+        app_rule = rendered.get("NetworkPolicy", f"{RELEASE}-{name}")["spec"]["ingress"][0]
+        assert _peer("dashboard") in app_rule["from"], name
+
+
+def test_dashboard_network_policy_admits_only_the_configured_peers(render) -> None:
+    ops = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}
+    closed = render(deep_merge(EXTERNAL, {"dashboard": {"enabled": True}, "networkPolicy": {"metricsFrom": []}}))
+    assert closed.get("NetworkPolicy", f"{RELEASE}-dashboard")["spec"]["ingress"] == []
+    opened = render(deep_merge(EXTERNAL, {"dashboard": {"enabled": True, "allowFrom": [ops]}}))
+    first = opened.get("NetworkPolicy", f"{RELEASE}-dashboard")["spec"]["ingress"][0]
+    assert first["from"] == [ops]
+

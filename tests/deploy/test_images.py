@@ -19,6 +19,7 @@ IMAGES = {  # image -> (pyproject extra, base image prefix)
     "explainer": ("explainer", "python:3.11-slim"),
     "als": ("als", "python:3.11-slim"),
     "profiler": ("profiler", "nvidia/cuda:"),
+    "dashboard": ("dashboard", "python:3.11-slim"),
 }
 
 

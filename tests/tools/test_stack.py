@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -25,6 +26,7 @@ def stack_settings(tmp_path: Path) -> Iterator[CommonSettings]:
         RETRIEVER_URL=f"http://127.0.0.1:{free_port()}",
         EXPLAINER_URL=f"http://127.0.0.1:{free_port()}",
         ALS_URL=f"http://127.0.0.1:{free_port()}",
+        DASHBOARD_URL=f"http://127.0.0.1:{free_port()}",
     )
     yield s
     stack.down(settings=s)  # never leave processes behind, even when a test fails
@@ -66,6 +68,8 @@ def test_up_status_down(
     ingest_row = next(line for line in table.splitlines() if line.startswith("ingest "))
     assert str(pid_ingest) in ingest_row and "running" in ingest_row and "ok" in ingest_row
     assert "stopped" in next(line for line in table.splitlines() if line.startswith("gateway"))
+    dashboard_row = next(line for line in table.splitlines() if line.startswith("dashboard"))
+    assert "stopped" in dashboard_row and str(urlsplit(stack_settings.DASHBOARD_URL).port) in dashboard_row
 
     # A process whose module does not exist is reported as failed, and up says so in its exit code.
     ghost = stack.Proc("ghost", ("serve", "ghost"), "services.ghost.app", "http://127.0.0.1:1")
@@ -95,3 +99,11 @@ def test_crashing_process_is_reported_with_its_log(
     out = capsys.readouterr().out
     assert "FAIL crasher" in out and "exited during start-up" in out
     assert "unknown consumer 'no-such-consumer'" in out  # the last log lines are shown
+
+
+def test_the_stack_serves_the_dashboard_on_8005_by_default() -> None:
+    procs = {p.name: p for p in stack.processes(CommonSettings())}
+    dashboard = procs["dashboard"]
+    assert dashboard.args == ("serve", "dashboard", "--host", "127.0.0.1", "--port", "8005")
+    assert dashboard.url == "http://127.0.0.1:8005" and dashboard.module == "services.dashboard.app"
+

@@ -99,7 +99,7 @@ app.kubernetes.io/part-of: recsys
 
 {{/* Whether a component mounts the shared state volume. Args: root, name. */}}
 {{- define "recsys.usesState" -}}
-{{- if and .root.Values.persistence.enabled (has .name (list "retriever" "retrieverIndexer" "alsWorker" "alsBeat" "alsTraining" "als")) }}true{{- end }}
+{{- if and .root.Values.persistence.enabled (has .name (list "retriever" "retrieverIndexer" "alsWorker" "alsBeat" "alsTraining" "als" "dashboard")) }}true{{- end }}
 {{- end }}
 
 {{/* The migration hook phases: auto = post-install with a bundled DB (it must exist first). */}}
@@ -461,6 +461,7 @@ spec:
 {{/*
 Ingress NetworkPolicy of an HTTP service. Args: root, name, from (list of component names allowed to
 call it), extraFrom (list of raw peers), open (true: anyone may call it: the gateway only).
+With dashboard.enabled the dashboard is added to every `from` list.
 */}}
 {{- define "recsys.http.networkPolicy" -}}
 {{- $c := get .root.Values .name }}
@@ -491,7 +492,10 @@ spec:
           protocol: TCP
       from:
         {{- $root := .root }}
-        {{- range .from }}
+        {{- $from := .from }}
+        {{- /* The dashboard (when deployed) reads every service like a client: health, readiness, data. */}}
+        {{- if .root.Values.dashboard.enabled }}{{ $from = append $from "dashboard" }}{{ end }}
+        {{- range $from }}
         - podSelector:
             matchLabels:
               {{- include "recsys.selectorLabels" (dict "root" $root "name" .) | nindent 14 }}
