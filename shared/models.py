@@ -223,3 +223,24 @@ class Explanation(Base):
     reason: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(32))  # llm | template
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class StoredRerank(Base):
+    """The llm_only re-rank the explainer's LLM worker wrote, keyed by (user, profile version, catalog
+    version, model): a request serves it instead of running the LLM. ``items``: ``[{"parent_asin",
+    "rank", "reason", "source"}]``, best first."""
+
+    __tablename__ = "reranks"
+    __table_args__ = (
+        UniqueConstraint("user_id", "profile_version", "catalog_version", "model_name", name="uq_rerank_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(MAX_ID))
+    profile_version: Mapped[int] = mapped_column(Integer, default=0)
+    catalog_version: Mapped[str] = mapped_column(String(128))
+    model_name: Mapped[str] = mapped_column(String(256))
+    items: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    method: Mapped[str] = mapped_column(String(32))  # label_logits | text
+    parsed: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

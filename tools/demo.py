@@ -59,6 +59,11 @@ def _profiled(settings: GatewaySettings, users: list[str]) -> int:
     )
 
 
+def _reranked(settings: GatewaySettings, users: list[str]) -> int:
+    """Shown users whose llm_only answer is the stored re-rank (or needs none: no LLM, a cold user)."""
+    return sum(1 for u in users if _recommend(settings, u, "llm_only", 5, fresh=True).get("rerank") != "pending")
+
+
 def admin_headers(settings: CommonSettings) -> dict[str, str]:
     """The admin key (it may also read personal data) as a bearer header, when one is configured."""
     return {"Authorization": f"Bearer {settings.ADMIN_KEY}"} if settings.ADMIN_KEY else {}
@@ -128,13 +133,15 @@ def _pick_users(reviews: list[dict[str, Any]], show: int) -> list[str]:
     return [str(u) for u in warm]
 
 
-def _recommend(settings: GatewaySettings, user_id: str, strategy: str, k: int) -> dict[str, Any]:
+def _recommend(settings: GatewaySettings, user_id: str, strategy: str, k: int, *, fresh: bool = False
+               ) -> dict[str, Any]:
+    headers = admin_headers(settings) | ({"Cache-Control": "no-cache"} if fresh else {})
     try:
         r = httpx.get(
             f"{settings.GATEWAY_URL}/v1/users/{user_id}/recommendations",
             params={"k": k, "strategy": strategy},
             timeout=180.0,
-            headers=admin_headers(settings),
+            headers=headers,
         )
         body = r.json()
         return body if r.status_code == 200 else {"error": body, "items": []}
@@ -169,6 +176,8 @@ def print_user(settings: GatewaySettings, user_id: str, *, k: int) -> None:
             flags.append("cold start")
         if body.get("degraded"):
             flags.append("degraded: " + ", ".join(body.get("notes") or []))
+        if body.get("rerank") == "pending":
+            flags.append("re-rank pending: the semantic-matching order")
         typer.echo(f"\n  [{strategy}]" + (f"  ({'; '.join(flags)})" if flags else ""))
         if body.get("error"):
             err = body["error"] if isinstance(body["error"], str) else json.dumps(body["error"])
@@ -234,6 +243,13 @@ def run_demo(
     if not train_als(settings):
         typer.echo("ALS training failed: the als strategy will fall back (degraded)", err=True)
     describe_ranker(settings)
+    # llm_only serves the re-rank the explainer's LLM thread stores (requests never run the LLM): ask
+    # once for each shown user (a request queues its re-rank ahead of the precomputing) and wait a little
+    got = _wait("llm_only re-ranks of shown users", len(shown), lambda: _reranked(settings, shown), timeout_s=300,
+                every_s=3.0)
+    if got < len(shown):
+        typer.echo(f"note: {got}/{len(shown)} llm_only re-ranks stored so far; the others show the matching order "
+                   "(re-rank pending)", err=True)
     for user_id in [*shown, COLD_USER]:
         print_user(settings, user_id, k=5)
     typer.echo("=" * 100)

@@ -15,7 +15,7 @@ from services.explainer.config import ExplainerSettings, get_settings
 from services.explainer.llm import LLMReasoner
 from services.explainer.schemas import ExplainRequest, ExplainResponse, RerankRequest, RerankResponse
 from services.explainer.service import Explainer, load_reasoner, readiness_info
-from services.explainer.store import ReasonCache
+from services.explainer.store import ReasonCache, RerankStore
 from shared.db import database_check_async
 from shared.http import install_common
 from shared.logging import configure_logging, get_logger
@@ -41,7 +41,9 @@ async def explanations(body: ExplainRequest, svc: ExplainerDep) -> ExplainRespon
 
 @router.post("/rerank", response_model=RerankResponse)
 async def rerank(body: RerankRequest, svc: ExplainerDep) -> RerankResponse:
-    """LLM re-rank of candidates for the llm_only strategy (retriever order fills the gaps)."""
+    """The llm_only re-rank of the candidates: the one the LLM worker stored for this user, profile and
+    catalog version, or at once the retriever order (``rerank: pending``) while it is written;
+    ``mode=inline`` runs the LLM in the request (retriever order fills the gaps)."""
     return await svc.rerank(body)
 
 
@@ -55,7 +57,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         reasoner = await asyncio.to_thread(partial(load_reasoner, settings=settings))
     db_url = settings.database_url if settings.EXPLAINER_DB_CACHE else None
     cache = ReasonCache(database_url=db_url, lru_size=settings.EXPLAINER_CACHE_SIZE)
-    app.state.explainer = Explainer(settings=settings, reasoner=reasoner or None, cache=cache)
+    reranks = RerankStore(database_url=db_url, lru_size=settings.EXPLAINER_CACHE_SIZE)
+    app.state.explainer = Explainer(settings=settings, reasoner=reasoner or None, cache=cache, reranks=reranks)
     listener = ProfileListener(app.state.explainer) if settings.EXPLAINER_PRECOMPUTE and reasoner else None
     if listener is not None:
         listener.start()

@@ -35,12 +35,21 @@ class ExplainerSettings(LlmSettings):
         "EXPLAINER_PRECOMPUTE_K items in the background, so the first answer after a profile change has them",
     )
     EXPLAINER_PRECOMPUTE_K: int = Field(10, ge=1, le=100)
+    EXPLAINER_PRECOMPUTE_RERANK: bool = Field(
+        True,
+        description="on each ready profile also store the user's llm_only re-rank (the LLM worker re-ranks the "
+        "retriever's llm_only candidates), so a request serves it instead of waiting for the LLM",
+    )
+    EXPLAINER_RERANK_CANDIDATES: int = Field(
+        50, ge=1, le=100, description="llm_only candidates a precomputed re-rank asks the retriever for (the "
+        "gateway's GATEWAY_LLM_ONLY_CANDIDATES)")
     EXPLAINER_BACKGROUND_BUDGET_S: float = Field(
         120.0, gt=0, description="LLM time one background reason job may take")
     # The inherited knob with the explainer's own default: the budget is checked between generate
     # calls, so a small batch keeps a request within about one short batch of it.
     LLM_BATCH_SIZE: int = Field(2, ge=1, le=64, description="items per LLM generate call (one forward pass)")
-    EXPLAINER_RERANK_TIMEOUT_S: float = Field(30.0, gt=0, description="LLM time per /v1/rerank request")
+    EXPLAINER_RERANK_TIMEOUT_S: float = Field(
+        30.0, gt=0, description="LLM time per inline /v1/rerank request (mode=inline; auto never waits)")
     EXPLAINER_MAX_NEW_TOKENS: int = Field(48, ge=8, le=512)
     EXPLAINER_MAX_REASON_CHARS: int = Field(160, ge=20, le=1000)
     EXPLAINER_MAX_UNGROUNDED: int = Field(

@@ -61,11 +61,23 @@ class ExplainResponse(BaseModel):
         0, description="items answered with a template while their LLM reason is written in the background")
 
 
+RerankMode = Literal["auto", "inline"]
+
+
 class RerankRequest(BaseModel):
     user_id: str | None = Field(None, max_length=128)
     summary: str | None = Field(None, max_length=5_000)
     candidates: list[ItemFacts] = Field(max_length=MAX_CANDIDATES)
     k: int = Field(5, ge=1, le=50)
+    profile_version: int = Field(0, ge=0, description="the user's profile version (part of the stored re-rank's key)")
+    catalog_version: str | None = Field(
+        None, max_length=128,
+        description="the retriever's index version the candidates came from (part of the stored re-rank's "
+        "key); None: the candidates' own fingerprint")
+    mode: RerankMode = Field(
+        "auto",
+        description="auto: the stored re-rank, or at once the retriever order with template reasons while the "
+        "LLM worker writes it (rerank=pending); inline: run the LLM now (the offline evaluation)")
 
 
 class RankedItem(BaseModel):
@@ -83,3 +95,6 @@ class RerankResponse(BaseModel):
     method: Literal["label_logits", "text", "none"] = Field(
         "none", description="label_logits: one forward pass scored every candidate's label (always k); "
         "text: generated and parsed; none: retriever order (no LLM)")
+    rerank: Literal["stored", "pending", "inline", "none"] = Field(
+        "none", description="stored: the LLM worker's re-rank for this user, profile and catalog version; "
+        "pending: retriever order while it is queued; inline: run in this request (mode=inline); none: no LLM")

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import itertools
+import queue
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
 from typing import Any
 
 from prometheus_client import Counter
@@ -20,6 +23,7 @@ from services.explainer.config import ExplainerSettings
 from services.explainer.llm import LLMReasoner
 from services.explainer.rerank import (
     ANSWER_PREFIX,
+    ParsedRank,
     assemble,
     label_prompt,
     parse_ranking,
@@ -35,7 +39,7 @@ from services.explainer.schemas import (
     RerankRequest,
     RerankResponse,
 )
-from services.explainer.store import ReasonCache
+from services.explainer.store import ANONYMOUS, ReasonCache, RerankKey, RerankStore
 from shared.logging import get_logger
 from shared.reasons import TEMPLATE_MODEL, fill_reasons, profile_terms
 
@@ -53,6 +57,64 @@ PRECOMPUTE = Counter(
 BACKGROUND = Counter(
     "recsys_explainer_background_total", "Background LLM reason jobs", ["result"]  # queued|done|dropped|failed
 )
+BACKGROUND_RERANKS = Counter(
+    "recsys_explainer_background_reranks_total", "Background llm_only re-rank jobs", ["result"]
+)  # queued | done | dropped | failed | empty (the model ranked nothing: not stored)
+
+# LLM thread priorities: a request's own work first, then what a request queued, then precomputing.
+INLINE, REQUESTED, PRECOMPUTED = 0, 1, 2
+
+
+class LlmThread(Executor):
+    """The one thread that owns the model, with a priority queue: work a request waits for runs before
+    work a request queued, which runs before precomputing (a profile event for every user)."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
+        self._seq = itertools.count()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return self.submit_at(INLINE, fn, *args, **kwargs)
+
+    def submit_at(self, priority: int, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if self._closed:
+            raise RuntimeError("the LLM thread is shut down")
+        fut: Future[Any] = Future()
+        self._queue.put((priority, next(self._seq), (fut, fn, args, kwargs)))
+        return fut
+
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    def _run(self) -> None:
+        while True:
+            _, _, job = self._queue.get()
+            if job is None:
+                return
+            fut, fn, args, kwargs = job
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(*args, **kwargs))
+            except BaseException as e:  # the future carries it to whoever waits
+                fut.set_exception(e)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._closed = True
+        if cancel_futures:
+            while True:
+                try:
+                    _, _, job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job[0].cancel()
+        self._queue.put((-1, -1, None))
+        if wait:
+            self._thread.join()
 
 
 def load_reasoner(*, settings: ExplainerSettings) -> LLMReasoner | None:
@@ -80,16 +142,24 @@ def load_reasoner(*, settings: ExplainerSettings) -> LLMReasoner | None:
 
 class Explainer:
     def __init__(
-        self, *, settings: ExplainerSettings, reasoner: LLMReasoner | None, cache: ReasonCache
+        self,
+        *,
+        settings: ExplainerSettings,
+        reasoner: LLMReasoner | None,
+        cache: ReasonCache,
+        reranks: RerankStore | None = None,
     ) -> None:
         self.settings = settings
         self.reasoner = reasoner
         self.cache = cache
+        self.reranks = reranks or RerankStore(database_url=None, lru_size=settings.EXPLAINER_CACHE_SIZE)
         # One thread owns the model: queued LLM work waits here, not in the default pool that the
         # cache's DB calls use, and a request past its deadline is dropped when its turn comes.
-        self._llm_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explainer-llm")
+        self._llm_pool = LlmThread("explainer-llm")
         # background reason jobs queued or running: (user, profile version, model, asins)
         self._background: set[tuple[str, int, str, tuple[str, ...]]] = set()
+        # background re-rank jobs queued or running
+        self._rerank_jobs: set[RerankKey] = set()
         self._background_lock = threading.Lock()
 
     async def _in_llm_thread(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
@@ -185,7 +255,7 @@ class Explainer:
         return ExplainResponse(explanations=out, backend=backend, degraded=degraded, pending=pending)
 
     def in_background(self, *, user_id: str | None, profile_version: int, terms: Any,
-                      items: list[Any]) -> int:
+                      items: list[Any], priority: int = REQUESTED) -> int:
         """Queue the LLM reasons of ``items`` for this user and profile version on the LLM thread (the
         result goes to the reason cache); returns how many items were queued (0: already queued, the
         queue is full, or there is no LLM)."""
@@ -196,13 +266,13 @@ class Explainer:
         with self._background_lock:
             if key in self._background:
                 return len(items)  # already on its way
-            if len(self._background) >= self.settings.EXPLAINER_BACKGROUND_QUEUE:
+            if len(self._background) + len(self._rerank_jobs) >= self.settings.EXPLAINER_BACKGROUND_QUEUE:
                 BACKGROUND.labels("dropped").inc()
                 return 0
             self._background.add(key)
         BACKGROUND.labels("queued").inc()
         try:
-            self._llm_pool.submit(self._write_reasons, key, user_id, profile_version, terms, items)
+            self._llm_pool.submit_at(priority, self._write_reasons, key, user_id, profile_version, terms, items)
         except RuntimeError:  # shutting down
             with self._background_lock:
                 self._background.discard(key)
@@ -245,6 +315,8 @@ class Explainer:
                 PRECOMPUTE.labels("no_profile").inc()
                 return 0
             stored_version, structured, summary = found
+            if self.settings.EXPLAINER_PRECOMPUTE_RERANK:
+                self.precompute_rerank(user_id=user_id, version=stored_version, summary=summary)
             r = httpx.post(f"{self.settings.RETRIEVER_URL}/v1/candidates",
                            json={"user_id": user_id, "k": self.settings.EXPLAINER_PRECOMPUTE_K,
                                  "strategy": "hybrid"}, timeout=10.0)
@@ -260,7 +332,8 @@ class Explainer:
                 PRECOMPUTE.labels("cached").inc()
                 return 0
             terms = profile_terms(ProfileIn.model_validate(structured), summary)
-            queued = self.in_background(user_id=user_id, profile_version=stored_version, terms=terms, items=todo)
+            queued = self.in_background(user_id=user_id, profile_version=stored_version, terms=terms, items=todo,
+                                        priority=PRECOMPUTED)
             PRECOMPUTE.labels("queued" if queued else "dropped").inc()
             return queued
         except Exception as e:
@@ -286,76 +359,167 @@ class Explainer:
         with self._background_lock:
             return len(self._background)
 
+    @property
+    def background_reranks(self) -> int:
+        with self._background_lock:
+            return len(self._rerank_jobs)
+
+    # ------------------------------------------------------------------ llm_only re-rank
+
+    def rerank_key(self, *, user_id: str | None, profile_version: int, catalog_version: str | None,
+                   summary: str | None, candidates: Sequence[Any]) -> RerankKey:
+        """(user, profile version, catalog version, model). Without a catalog version, the candidates'
+        own fingerprint stands for it; a request without a user is keyed by its summary."""
+        model = self.reasoner.name if self.reasoner else "template"
+        if catalog_version is None:
+            catalog_version = "asins:" + _digest("\n".join(c.parent_asin for c in candidates))
+        uid = user_id or f"{ANONYMOUS}:{_digest(summary or '')}"
+        return (uid, profile_version, catalog_version, model)
+
     async def rerank(self, req: RerankRequest) -> RerankResponse:
+        """mode=auto (the default): the stored re-rank for (user, profile version, catalog version,
+        model), or at once the retriever order with template reasons while the LLM worker writes it
+        (``rerank="pending"``). mode=inline (or EXPLAINER_INLINE_LLM): the LLM runs in this request."""
         cands = req.candidates
         k = min(req.k, len(cands))
-        parsed_count = 0
-        rows: list[tuple[int, int, str | None]]
-        method = "none"
         if self.reasoner is None or k == 0:
-            rows = assemble([], n_candidates=len(cands), k=k)
-            outcome = "template"
-        elif self.reasoner.can_score:  # one forward pass, candidates ranked by their label's logit
-            prompt, labels = label_prompt(summary=req.summary, candidates=cands)
-            try:
-                scores = await asyncio.wait_for(
-                    self._in_llm_thread(
-                        self.reasoner.score,
-                        prompt,
-                        labels,
-                        system=RERANK_SYSTEM,
-                        answer_prefix=ANSWER_PREFIX,
-                        deadline=time.monotonic() + self.settings.EXPLAINER_RERANK_TIMEOUT_S,
-                    ),
-                    timeout=self.settings.EXPLAINER_RERANK_TIMEOUT_S,
-                )
-                if scores is None or len(scores) != len(labels):
-                    raise TimeoutError("the re-rank waited past its budget")
-                rows = rank_by_scores(scores, n_candidates=len(cands), k=k)
-                parsed_count, outcome, method = len(rows), "scored", "label_logits"
-            except TimeoutError:
-                LLM_TIMEOUTS.labels("rerank").inc()
-                rows = assemble([], n_candidates=len(cands), k=k)
-                outcome = "timeout"
-            except Exception:
-                log.exception("llm rerank failed", extra={"user_id": req.user_id})
-                rows = assemble([], n_candidates=len(cands), k=k)
-                outcome = "error"
-        else:
-            method = "text"
-            prompt = rerank_prompt(summary=req.summary, candidates=cands, k=k)
-            try:
-                raw = await asyncio.wait_for(
-                    self._in_llm_thread(
-                        self.reasoner.complete,
-                        prompt,
-                        max_new_tokens=min(400, 40 * k + 20),
-                        system=RERANK_SYSTEM,
-                        deadline=time.monotonic() + self.settings.EXPLAINER_RERANK_TIMEOUT_S,
-                    ),
-                    timeout=self.settings.EXPLAINER_RERANK_TIMEOUT_S,
-                )
-                parsed = parse_ranking(
-                    raw, candidates=cands, k=k, max_reason_chars=self.settings.EXPLAINER_MAX_REASON_CHARS
-                )
-                parsed_count = len(parsed)
-                rows = assemble(parsed, n_candidates=len(cands), k=k)
-                outcome = "parsed" if parsed_count == k else ("partial" if parsed_count else "unparsed")
-                if parsed_count < k:
-                    log.info(
-                        "rerank output incomplete",
-                        extra={"user_id": req.user_id, "parsed": parsed_count, "k": k, "output": raw[:300]},
-                    )
-            except TimeoutError:
-                LLM_TIMEOUTS.labels("rerank").inc()
-                rows = assemble([], n_candidates=len(cands), k=k)
-                outcome = "timeout"
-            except Exception:
-                log.exception("llm rerank failed", extra={"user_id": req.user_id})
-                rows = assemble([], n_candidates=len(cands), k=k)
-                outcome = "error"
+            RERANKS.labels("template").inc()
+            return self._ranked(req, assemble([], n_candidates=len(cands), k=k), parsed=0, method="none",
+                                status="none")
+        key = self.rerank_key(user_id=req.user_id, profile_version=req.profile_version,
+                              catalog_version=req.catalog_version, summary=req.summary, candidates=cands)
+        if req.mode == "auto" and not self.settings.EXPLAINER_INLINE_LLM:
+            stored = await asyncio.to_thread(self.reranks.get, key)
+            if stored is not None:
+                rows, parsed = stored_rows(stored["items"], cands, k, method=stored["method"])
+                RERANKS.labels("stored").inc()
+                return self._ranked(req, rows, parsed=parsed, method=stored["method"], status="stored")
+            self.rerank_in_background(key, summary=req.summary, candidates=cands, k=req.k, priority=REQUESTED)
+            RERANKS.labels("pending").inc()
+            return self._ranked(req, assemble([], n_candidates=len(cands), k=k), parsed=0, method="none",
+                                status="pending")
+        budget = self.settings.EXPLAINER_RERANK_TIMEOUT_S
+        try:
+            ranked, method, outcome = await asyncio.wait_for(
+                self._in_llm_thread(self._llm_rank, summary=req.summary, candidates=cands, k=k,
+                                    deadline=time.monotonic() + budget, user_id=req.user_id),
+                timeout=budget,
+            )
+        except TimeoutError:
+            LLM_TIMEOUTS.labels("rerank").inc()
+            ranked, method, outcome = [], "none", "timeout"
         RERANKS.labels(outcome).inc()
-        # LLM reasons that repeat each other are replaced like missing ones.
+        if ranked:
+            await asyncio.to_thread(self.reranks.put, key, items=ranked, method=method, parsed=len(ranked))
+        rows, parsed = stored_rows(ranked, cands, k, method=method)
+        return self._ranked(req, rows, parsed=parsed, method=method if ranked else "none", status="inline")
+
+    def _llm_rank(self, *, summary: str | None, candidates: Sequence[Any], k: int, deadline: float,
+                  user_id: str | None) -> tuple[list[dict[str, Any]], str, str]:
+        """On the LLM thread: the ranks the model gave, best first (``[{"parent_asin", "rank",
+        "reason"}]``; label scoring ranks every candidate), the method and the outcome. Never raises."""
+        assert self.reasoner is not None
+        try:
+            if self.reasoner.can_score:  # one forward pass, candidates ranked by their label's logit
+                prompt, labels = label_prompt(summary=summary, candidates=candidates)
+                scores = self.reasoner.score(prompt, labels, system=RERANK_SYSTEM, answer_prefix=ANSWER_PREFIX,
+                                             deadline=deadline)
+                if scores is None or len(scores) != len(labels):
+                    LLM_TIMEOUTS.labels("rerank").inc()
+                    return [], "label_logits", "timeout"
+                rows = rank_by_scores(scores, n_candidates=len(labels), k=len(labels))
+                outcome, method = "scored", "label_logits"
+            else:
+                raw = self.reasoner.complete(rerank_prompt(summary=summary, candidates=candidates, k=k),
+                                             max_new_tokens=min(400, 40 * k + 20), system=RERANK_SYSTEM,
+                                             deadline=deadline)
+                parsed = parse_ranking(raw, candidates=candidates, k=k,
+                                       max_reason_chars=self.settings.EXPLAINER_MAX_REASON_CHARS)
+                rows = [(p.rank, p.index, p.reason) for p in sorted(parsed, key=lambda p: p.rank)]
+                method = "text"
+                outcome = "parsed" if len(rows) == k else ("partial" if rows else "unparsed")
+                if len(rows) < k:
+                    log.info("rerank output incomplete",
+                             extra={"user_id": user_id, "parsed": len(rows), "k": k, "output": raw[:300]})
+        except Exception:
+            log.exception("llm rerank failed", extra={"user_id": user_id})
+            return [], "none", "error"
+        ranked = [{"parent_asin": candidates[index].parent_asin, "rank": rank, "reason": reason}
+                  for rank, index, reason in rows]
+        return ranked, method, outcome
+
+    def rerank_in_background(self, key: RerankKey, *, summary: str | None, candidates: Sequence[Any], k: int,
+                             priority: int) -> bool:
+        """Queue the re-rank of ``candidates`` on the LLM thread (stored under ``key``); False when it
+        is not queued (no LLM, the queue is full, shutting down). Already queued counts as queued."""
+        if self.reasoner is None or not candidates:
+            return False
+        with self._background_lock:
+            if key in self._rerank_jobs:
+                return True
+            if len(self._background) + len(self._rerank_jobs) >= self.settings.EXPLAINER_BACKGROUND_QUEUE:
+                BACKGROUND_RERANKS.labels("dropped").inc()
+                return False
+            self._rerank_jobs.add(key)
+        BACKGROUND_RERANKS.labels("queued").inc()
+        try:
+            self._llm_pool.submit_at(priority, self._write_rerank, key, summary, list(candidates),
+                                     min(k, len(candidates)))
+        except RuntimeError:  # shutting down
+            with self._background_lock:
+                self._rerank_jobs.discard(key)
+            return False
+        return True
+
+    def _write_rerank(self, key: RerankKey, summary: str | None, candidates: list[Any], k: int) -> None:
+        try:
+            deadline = time.monotonic() + self.settings.EXPLAINER_BACKGROUND_BUDGET_S
+            ranked, method, outcome = self._llm_rank(summary=summary, candidates=candidates, k=k,
+                                                     deadline=deadline, user_id=key[0])
+            RERANKS.labels(outcome).inc()
+            if ranked:
+                self.reranks.put(key, items=ranked, method=method, parsed=len(ranked))
+            BACKGROUND_RERANKS.labels("done" if ranked else "empty").inc()
+        except Exception:
+            BACKGROUND_RERANKS.labels("failed").inc()
+            log.exception("background re-rank failed", extra={"user_id": key[0]})
+        finally:
+            with self._background_lock:
+                self._rerank_jobs.discard(key)
+
+    def precompute_rerank(self, *, user_id: str, version: int, summary: str) -> bool:
+        """A ready profile: queue the llm_only re-rank of the user's current llm_only candidates (asked of
+        the retriever like the gateway does) unless it is stored. Never raises."""
+        import httpx
+
+        from services.explainer.schemas import ItemFacts
+
+        if self.reasoner is None:
+            return False
+        try:
+            r = httpx.post(f"{self.settings.RETRIEVER_URL}/v1/candidates",
+                           json={"user_id": user_id, "profile_text": summary or None, "strategy": "llm_only",
+                                 "k": self.settings.EXPLAINER_RERANK_CANDIDATES, "profile_version": version},
+                           timeout=10.0)
+            r.raise_for_status()
+            body = r.json()
+            cands = [ItemFacts.model_validate(i) for i in body.get("items") or []]
+            if not cands:
+                return False
+            key = self.rerank_key(user_id=user_id, profile_version=version,
+                                  catalog_version=body.get("index_version"), summary=summary, candidates=cands)
+            if self.reranks.get(key) is not None:
+                return False
+            return self.rerank_in_background(key, summary=summary, candidates=cands, k=5, priority=PRECOMPUTED)
+        except Exception as e:
+            log.warning("re-rank precompute failed", extra={"user_id": user_id, "error": str(e)[:300]})
+            return False
+
+    def _ranked(self, req: RerankRequest, rows: list[tuple[int, int, str | None]], *, parsed: int, method: str,
+                status: str) -> RerankResponse:
+        """The answer: ``rows`` (rank, candidate index, LLM reason or None) with template reasons where
+        the model gave none or repeated itself."""
+        cands = req.candidates
         filled = fill_reasons(
             user_id=req.user_id,
             profile=None,
@@ -367,9 +531,32 @@ class Explainer:
         for (rank, index, _), (reason, source) in zip(rows, filled, strict=True):
             items.append(RankedItem(parent_asin=cands[index].parent_asin, rank=rank, reason=reason, source=source))
             REASONS.labels(source).inc()
-        return RerankResponse(
-            items=items, parsed=parsed_count, fallback=parsed_count < k, backend=self.backend_name, method=method
-        )
+        k = min(req.k, len(cands))
+        return RerankResponse(items=items, parsed=parsed, fallback=parsed < k, backend=self.backend_name,
+                              method=method, rerank=status)
+
+
+def stored_rows(ranked: Sequence[dict[str, Any]], candidates: Sequence[Any], k: int, *, method: str
+                ) -> tuple[list[tuple[int, int, str | None]], int]:
+    """(rank, candidate index, reason) for ranks 1..k from a re-rank (``[{"parent_asin", "rank",
+    "reason"}]``) and how many of them came from it. Its items that are still candidates keep their
+    order; a generated (text) re-rank also keeps its ranks, with holes filled in retriever order; a
+    label-scored one ranks every candidate, so the ones it still has close up."""
+    index = {c.parent_asin: i for i, c in enumerate(candidates)}
+    parsed: list[ParsedRank] = []
+    seen: set[int] = set()
+    for row in sorted(ranked, key=lambda r: int(r.get("rank") or 0)):
+        i = index.get(str(row.get("parent_asin")))
+        rank = int(row.get("rank") or 0) if method == "text" else len(parsed) + 1
+        if i is None or i in seen or not 1 <= rank <= k:
+            continue
+        parsed.append(ParsedRank(rank=rank, index=i, reason=row.get("reason")))
+        seen.add(i)
+    return assemble(parsed, n_candidates=len(candidates), k=k), len(parsed)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
 def readiness_info(explainer: Explainer | None) -> dict[str, Any]:
@@ -383,4 +570,5 @@ def readiness_info(explainer: Explainer | None) -> dict[str, Any]:
         "template_model": TEMPLATE_MODEL,
         "inline_llm": explainer.settings.EXPLAINER_INLINE_LLM,
         "background_jobs": explainer.background_jobs,
+        "background_reranks": explainer.background_reranks,
     }

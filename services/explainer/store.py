@@ -9,6 +9,7 @@ logged and the request goes on without it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -17,7 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from shared.db import session_scope
 from shared.logging import get_logger
 from shared.lru import LruCache
-from shared.models import Explanation
+from shared.models import Explanation, StoredRerank
 
 log = get_logger(__name__)
 
@@ -104,6 +105,62 @@ class ReasonCache:
                 s.execute(stmt)
         except Exception:
             log.exception("explanation cache write failed", extra={"user_id": uid})
+
+
+RerankKey = tuple[str, int, str, str]  # user_id, profile_version, catalog_version, model_name
+
+
+class RerankStore:
+    """Stored llm_only re-ranks: an in-process LRU in front of the ``reranks`` table. A new profile
+    version, catalog (index) version or model misses by construction; nothing needs invalidating."""
+
+    def __init__(self, *, database_url: str | None, lru_size: int) -> None:
+        self.database_url = database_url
+        self.lru: LruCache[RerankKey, dict[str, Any]] = LruCache(lru_size)
+
+    def get(self, key: RerankKey) -> dict[str, Any] | None:
+        """``{"items": [...], "method", "parsed"}`` or None."""
+        hit = self.lru.get(key)
+        if hit is not None or not self.database_url:
+            return hit
+        uid, version, catalog, model = key
+        try:
+            with session_scope(self.database_url) as s:
+                row = s.execute(
+                    select(StoredRerank.items, StoredRerank.method, StoredRerank.parsed).where(
+                        StoredRerank.user_id == uid,
+                        StoredRerank.profile_version == version,
+                        StoredRerank.catalog_version == catalog,
+                        StoredRerank.model_name == model,
+                    )
+                ).first()
+        except Exception:
+            log.exception("stored re-rank read failed", extra={"user_id": uid})
+            return None
+        if row is None:
+            return None
+        found = {"items": list(row[0] or []), "method": row[1], "parsed": int(row[2] or 0)}
+        self.lru.put(key, found)
+        return found
+
+    def put(self, key: RerankKey, *, items: list[dict[str, Any]], method: str, parsed: int) -> None:
+        self.lru.put(key, {"items": items, "method": method, "parsed": parsed})
+        if not self.database_url:
+            return
+        uid, version, catalog, model = key
+        row = {"user_id": uid, "profile_version": version, "catalog_version": catalog, "model_name": model,
+               "items": items, "method": method, "parsed": parsed}
+        try:
+            with session_scope(self.database_url) as s:
+                insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+                stmt = insert(StoredRerank).values([row])
+                s.execute(stmt.on_conflict_do_update(
+                    index_elements=["user_id", "profile_version", "catalog_version", "model_name"],
+                    set_={"items": stmt.excluded["items"], "method": stmt.excluded.method,
+                          "parsed": stmt.excluded.parsed},
+                ))
+        except Exception:
+            log.exception("stored re-rank write failed", extra={"user_id": uid})
 
 
 def profile_for_reasons(database_url: str, user_id: str) -> tuple[int, dict[str, list[str]], str] | None:

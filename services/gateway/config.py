@@ -16,7 +16,10 @@ class GatewaySettings(CommonSettings):
     GATEWAY_RETRIEVER_TIMEOUT_S: float = Field(3.0, gt=0)
     GATEWAY_ALS_TIMEOUT_S: float = Field(1.0, gt=0)
     GATEWAY_EXPLAINER_TIMEOUT_S: float = Field(5.0, gt=0)
-    GATEWAY_RERANK_TIMEOUT_S: float = Field(45.0, gt=0, description="llm_only re-rank (one long LLM call)")
+    GATEWAY_RERANK_TIMEOUT_S: float = Field(
+        2.0, gt=0, description="llm_only re-rank: the explainer answers at once with the stored re-rank or "
+        "the retriever order (rerank=pending); raise it above EXPLAINER_RERANK_TIMEOUT_S only with "
+        "RECSYS_EXPLAINER_INLINE_LLM=true")
     GATEWAY_CONNECT_TIMEOUT_S: float = Field(0.5, gt=0)
     GATEWAY_MAX_CONNECTIONS: int = Field(200, ge=1, description="pooled connections per dependency")
     # Which explainer backend the gateway asks for: auto = the LLM when loaded, under its time budget.

@@ -37,3 +37,7 @@ class RecommendationsResponse(BaseModel):
     degraded: bool = Field(description="a fallback was used; ``notes`` says which")
     items: list[RecommendedItem]
     notes: list[str] = Field(description="machine-readable fallback notes, e.g. explainer:timeout")
+    rerank: Literal["stored", "pending", "inline", "none"] | None = Field(
+        None, description="llm_only: stored = the LLM worker's re-rank for this profile and catalog; pending = "
+        "the semantic-matching order with template reasons while the re-rank is queued; none = no LLM "
+        "(or the explainer failed); null for the other strategies")

@@ -53,6 +53,8 @@ class Plan:
     degraded: bool = False
     notes: list[str] = field(default_factory=list)
     retriever_cold: bool | None = None
+    index_version: str | None = None  # the retriever's index the candidates came from
+    rerank: str | None = None  # llm_only: stored | pending | inline | none
 
     def fallback(self, reason: str) -> None:
         """A dependency failed or timed out: another path answers, and the answer says degraded."""
@@ -192,8 +194,10 @@ class Recommender:
                 for i in plan.items
             ],
             "notes": plan.notes,
+            "rerank": plan.rerank,
         }
-        if cache is not None and ctx is not None and not plan.degraded:
+        # a pending re-rank is not cached either: the stored one is served as soon as it is written
+        if cache is not None and ctx is not None and not plan.degraded and plan.rerank != "pending":
             cache.put(key, ctx.stamp, answer)
         return answer
 
@@ -263,6 +267,7 @@ class Recommender:
             plan.fallback(f"retriever:{e.kind}")
             return False
         plan.retriever_cold = bool(resp.get("cold_start"))
+        plan.index_version = resp.get("index_version")
         plan.add(list(resp.get("items") or []), exclude=exclude)
         return True
 
@@ -329,19 +334,25 @@ class Recommender:
             plan.degraded, plan.notes = True, plan.notes + pool.notes
             return
         candidates = pool.items
+        # the explainer answers at once: the re-rank its LLM worker stored for this user, profile
+        # version and index version, or the matching order while it is queued (rerank=pending)
         body = {
             "user_id": user_id,
             "summary": ctx.summary if ctx else None,
             "k": plan.k,
             "candidates": [_facts(c) for c in candidates],
+            "profile_version": ctx.profile_version if ctx else 0,
+            "catalog_version": pool.index_version,
         }
         try:
             resp = await self.clients.rerank(body)
         except DependencyError as e:
             log.warning("rerank failed", extra={"user_id": user_id, "error": str(e)})
             plan.fallback(f"rerank:{e.kind}")
+            plan.rerank = "none"
             plan.add(candidates[: plan.k], exclude=exclude)
             return
+        plan.rerank = resp.get("rerank") or "none"
         by_asin = {c["parent_asin"]: c for c in candidates}
         ranked = []
         for r in sorted(resp.get("items") or [], key=lambda r: r.get("rank", 0)):
@@ -357,7 +368,9 @@ class Recommender:
                     "score": cand.get("score"),
                 }
             )
-        if resp.get("fallback"):
+        if plan.rerank == "pending":
+            plan.notes.append("rerank:pending")
+        elif resp.get("fallback") and plan.rerank != "none":
             plan.notes.append(f"rerank:parsed {resp.get('parsed', 0)}/{plan.k}")
         plan.add(ranked, exclude=exclude)
 

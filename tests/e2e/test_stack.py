@@ -78,6 +78,28 @@ def test_ready_profiles_get_their_llm_reasons_written_in_the_background(stack: S
     wait_until("reasons precomputed from a profile event", precomputed, timeout_s=600, every_s=5)
 
 
+def test_llm_only_serves_the_re_rank_the_llm_worker_stored(stack: Stack) -> None:
+    """Issue 14: a request never runs the llm_only re-rank; it gets the stored one (written in the
+    explainer's LLM thread after the profile event, or queued by an earlier request) or, while it is
+    queued, the matching order with template reasons and rerank=pending; never degraded."""
+    seen: list[str] = []
+
+    def stored() -> bool:
+        body = _recs(stack, stack.warm_user, headers={"Cache-Control": "no-cache"}, k=5, strategy="llm_only")
+        assert body["degraded"] is False and len(body["items"]) == 5, body
+        assert body["rerank"] in ("stored", "pending"), body
+        seen.append(body["rerank"])
+        if body["rerank"] == "pending":
+            assert "rerank:pending" in body["notes"] and all(i["reason"] for i in body["items"])
+        return body["rerank"] == "stored"
+
+    wait_until("the llm_only re-rank stored", stored, timeout_s=600, every_s=5)
+    text = httpx.get(f"{stack.urls['explainer']}/metrics", timeout=5).text
+    assert _metric(text, 'recsys_explainer_background_reranks_total{result="done"}') >= 1
+    again = _recs(stack, stack.warm_user, k=5, strategy="llm_only")
+    assert again["rerank"] == "stored" and again["degraded"] is False
+
+
 def test_killing_the_explainer_yields_degraded_answers_within_the_timeout(stack: Stack) -> None:
     stack.stop("explainer")
     t0 = time.monotonic()

@@ -67,7 +67,8 @@ class LlmOnlyStrategy(OfflineStrategy):
                                                    "title": ctx.catalog.title(a)[:5000]}) for a in items]
                 t0 = time.perf_counter()
                 resp = asyncio.run(self.explainer.rerank(RerankRequest(
-                    user_id=user, summary=summary[:5000], candidates=cards, k=min(ctx.k, len(cards)))))
+                    user_id=user, summary=summary[:5000], candidates=cards, k=min(ctx.k, len(cards)),
+                    mode="inline")))
                 clock.seconds["rerank"] = time.perf_counter() - t0
                 pos = {a: n for n, a in enumerate(items)}
                 ranked = sorted(resp.items, key=lambda r: r.rank)
