@@ -142,6 +142,13 @@ class LlmSettings(CommonSettings):
     LLM_CONTEXT: int = Field(4096, ge=512, description="context window in tokens (llama.cpp)")
     LLM_THREADS: int = Field(0, ge=0, description="CPU threads for llama.cpp; 0 = library default")
     LLM_BATCH_SIZE: int = Field(8, ge=1, description="prompts per LLM batch (one forward pass on a GPU)")
+    LLM_NICE: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="niceness of the threads that run background LLM work (the profiler's jobs, the "
+        "explainer's LLM thread): on CPUs shared with the services, requests go first; 0 = unchanged",
+    )
 
 
 @lru_cache

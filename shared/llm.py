@@ -21,9 +21,10 @@ Backends
   strings, arrays and objects closed, missing required arrays/strings added empty), so what
   ``generate`` returns under a schema always parses.
 * ``transformers``: a GGUF (``from_pretrained(dir, gguf_file=name)``) or a Hugging Face id / local
-  directory; on GPU ``device_map="auto"`` + bf16 and left-padded batched ``generate``. It does NOT
-  constrain generation: ``json_schema`` only adds a JSON-only instruction, callers validate and
-  repair (a grammar/logits-processor path for transformers is not implemented).
+  directory; on GPU ``device_map="auto"`` + bf16 and left-padded batched ``generate``. ``json_schema``
+  is enforced the same way as on llama.cpp: lm-format-enforcer's JSON-schema parser allows, at each
+  step, only the tokens that keep the output a prefix of a valid document
+  (``prefix_allowed_tokens_fn``), and an output cut by ``max_new_tokens`` is closed the same way.
 * Both real backends implement :meth:`score_labels` (:class:`LabelScorer`): ONE forward pass over a
   prompt and the next-token logits of single-token labels ("A", "B", …). That is the LlamaRec way
   to rank candidates: the answer is a score per candidate, so it always "parses", and it is the same
@@ -95,6 +96,22 @@ class LLM(Protocol):
 
 
 # --------------------------------------------------------------------------- model resolution
+
+
+def background_priority(nice: int) -> bool:
+    """Lower the CPU priority of the calling thread (Linux niceness is per thread; threads it starts,
+    e.g. llama.cpp's, inherit it) so that background LLM work yields to request handling on a shared
+    CPU. Raising niceness needs no privilege; a platform without it is left as it is (False)."""
+    import os
+
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
+        return True
+    except OSError:
+        return False
 
 
 def resolve_model(model: str) -> tuple[Path | str, str | None]:
@@ -380,12 +397,43 @@ class TransformersLLM:
         self.batch_size = max(1, batch_size)
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
+        self._enforcer_data: Any = None  # lm-format-enforcer's view of the vocabulary, built once
+        self.close_truncated = True
+
+    def _constraint(self, schema: dict[str, Any]) -> Callable[[int, Any], list[int]]:
+        """``prefix_allowed_tokens_fn`` for ``generate``: only tokens that keep each sequence a prefix of
+        a JSON document valid under ``schema``. lm-format-enforcer's core (its JSON-schema parser and
+        token enforcer); the vocabulary view is built here, once per model, because its transformers
+        adapter module does not import on transformers 5."""
+        try:
+            from lmformatenforcer import JsonSchemaParser, TokenEnforcer, TokenEnforcerTokenizerData
+        except ImportError as exc:
+            raise LLMUnavailable("lm-format-enforcer is not installed (the llm extra)") from exc
+        if self._enforcer_data is None:
+            tok = self._tok
+            special = set(tok.all_special_ids)
+            zero = tok.encode("0", add_special_tokens=False)[-1]
+            regular = []
+            for idx in range(len(tok)):
+                if idx in special:
+                    continue
+                # decoded after "0", minus the "0": keeps the leading space of a word-start token
+                after = tok.decode([zero, idx])[1:]
+                regular.append((idx, after, len(after) > len(tok.decode([idx]))))
+            self._enforcer_data = TokenEnforcerTokenizerData(
+                regular, lambda ids: str(tok.decode(ids)).rstrip("\ufffd"), tok.eos_token_id, False, len(tok))
+        enforcer = TokenEnforcer(self._enforcer_data, JsonSchemaParser(schema))
+
+        def allowed(_batch_id: int, sent: Any) -> list[int]:
+            return list(enforcer.get_allowed_tokens(sent.tolist()).allowed_tokens)
+
+        return allowed
 
     def count_tokens(self, text: str) -> int:
         return len(self._tok(text, add_special_tokens=False)["input_ids"])
 
     def _render(self, prompt: str, system: str | None, json_schema: dict[str, Any] | None) -> str:
-        if json_schema:  # no grammar here: ask for JSON only, the caller validates
+        if json_schema:  # the decoding is constrained; saying so keeps the model on the likely tokens
             keys = ", ".join(json_schema.get("properties", {}))
             prompt = f"{prompt}\n\nReply with one JSON object only" + (
                 f" with keys: {keys}." if keys else "."
@@ -408,6 +456,8 @@ class TransformersLLM:
         torch = self._torch
         rendered = [self._render(p, system, json_schema) for p in prompts]
         outputs: list[str] = []
+        if json_schema is not None:
+            self._constraint(json_schema)  # the vocabulary view, built once, outside the time budget
         with self._lock, torch.inference_mode():
             for start in range(0, len(rendered), self.batch_size):
                 deadline = time.monotonic() + self.timeout_s  # per forward batch of LLM_BATCH_SIZE prompts
@@ -418,6 +468,8 @@ class TransformersLLM:
                 sampling: dict[str, Any] = {"do_sample": False}
                 if temperature > 0:
                     sampling = {"do_sample": True, "temperature": temperature, "top_p": 0.95}
+                if json_schema is not None:  # a fresh enforcer per batch (its state is per sequence)
+                    sampling["prefix_allowed_tokens_fn"] = self._constraint(json_schema)
                 try:
                     out = self._model.generate(
                         **enc,
@@ -426,14 +478,17 @@ class TransformersLLM:
                         pad_token_id=self._tok.pad_token_id,
                         **sampling,
                     )
+                except LLMUnavailable:
+                    raise
                 except Exception as exc:
                     raise LLMUnavailable(f"transformers generation failed: {exc}") from exc
                 if time.monotonic() >= deadline:
                     raise LLMTimeout(f"generation exceeded {self.timeout_s:.0f}s")
                 new_tokens = out[:, enc["input_ids"].shape[1] :]
-                outputs.extend(
-                    t.strip() for t in self._tok.batch_decode(new_tokens, skip_special_tokens=True)
-                )
+                texts = [t.strip() for t in self._tok.batch_decode(new_tokens, skip_special_tokens=True)]
+                if json_schema is not None and self.close_truncated:  # a schema-valid prefix: close it
+                    texts = [close_json(t, json_schema) for t in texts]
+                outputs.extend(texts)
         return outputs
 
 

@@ -69,7 +69,8 @@ class LlmThread(Executor):
     """The one thread that owns the model, with a priority queue: work a request waits for runs before
     work a request queued, which runs before precomputing (a profile event for every user)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, nice: int = 0) -> None:
+        self._nice = nice
         self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
         self._seq = itertools.count()
         self._closed = False
@@ -90,6 +91,9 @@ class LlmThread(Executor):
         return self._queue.qsize()
 
     def _run(self) -> None:
+        from shared.llm import background_priority
+
+        background_priority(self._nice)  # the model's work yields to the event loop's requests
         while True:
             _, _, job = self._queue.get()
             if job is None:
@@ -140,6 +144,41 @@ def load_reasoner(*, settings: ExplainerSettings) -> LLMReasoner | None:
     )
 
 
+class JobBook:
+    """Background jobs queued or running, by key. A key is queued again only when asked at a better
+    priority than it waits at (a request's ask jumps ahead of the precomputing one; whichever job runs
+    second finds the work done and returns). Not thread-safe: the caller holds its lock."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[Any, list[int]] = {}  # key -> [best priority queued, jobs queued or running]
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._jobs
+
+    def claim(self, key: Any, priority: int) -> bool:
+        """True: queue a job for ``key`` at ``priority`` now; False: one waits at that priority or better."""
+        entry = self._jobs.get(key)
+        if entry is not None and entry[0] <= priority:
+            return False
+        if entry is None:
+            self._jobs[key] = [priority, 1]
+        else:
+            entry[0], entry[1] = priority, entry[1] + 1
+        return True
+
+    def release(self, key: Any) -> None:
+        """One job of ``key`` ran (or was never queued)."""
+        entry = self._jobs.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del self._jobs[key]
+
+
 class Explainer:
     def __init__(
         self,
@@ -155,18 +194,27 @@ class Explainer:
         self.reranks = reranks or RerankStore(database_url=None, lru_size=settings.EXPLAINER_CACHE_SIZE)
         # One thread owns the model: queued LLM work waits here, not in the default pool that the
         # cache's DB calls use, and a request past its deadline is dropped when its turn comes.
-        self._llm_pool = LlmThread("explainer-llm")
+        self._llm_pool = LlmThread("explainer-llm", nice=settings.LLM_NICE)
         # background reason jobs queued or running: (user, profile version, model, asins)
-        self._background: set[tuple[str, int, str, tuple[str, ...]]] = set()
-        # background re-rank jobs queued or running
-        self._rerank_jobs: set[RerankKey] = set()
+        self._background = JobBook()
+        # background re-rank jobs queued or running: (user, profile version, catalog version, model)
+        self._rerank_jobs = JobBook()
         self._background_lock = threading.Lock()
+        # ready profiles waiting for their precompute (user -> newest version): the profiles.v1 handler
+        # only notes them, so the consumer polls on time; one thread asks the retriever and queues the jobs
+        self._profiles: dict[str, int] = {}
+        self._profiles_cv = threading.Condition()
+        self._closed = False
+        self._precomputer: threading.Thread | None = None
 
     async def _in_llm_thread(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._llm_pool, functools.partial(fn, *args, **kwargs))
 
     def close(self) -> None:
+        with self._profiles_cv:
+            self._closed = True
+            self._profiles_cv.notify_all()
         self._llm_pool.shutdown(wait=False, cancel_futures=True)
 
     @property
@@ -264,26 +312,36 @@ class Explainer:
         model = self.reasoner.name
         key = (user_id or "", profile_version, model, tuple(sorted(i.parent_asin for i in items)))
         with self._background_lock:
-            if key in self._background:
-                return len(items)  # already on its way
-            if len(self._background) + len(self._rerank_jobs) >= self.settings.EXPLAINER_BACKGROUND_QUEUE:
+            if key not in self._background and self._queue_full():
                 BACKGROUND.labels("dropped").inc()
                 return 0
-            self._background.add(key)
+            if not self._background.claim(key, priority):
+                return len(items)  # already on its way, at this priority or better
         BACKGROUND.labels("queued").inc()
         try:
             self._llm_pool.submit_at(priority, self._write_reasons, key, user_id, profile_version, terms, items)
         except RuntimeError:  # shutting down
             with self._background_lock:
-                self._background.discard(key)
+                self._background.release(key)
             return 0
         return len(items)
+
+    def _queue_full(self) -> bool:
+        return len(self._background) + len(self._rerank_jobs) >= self.settings.EXPLAINER_BACKGROUND_QUEUE
 
     def _write_reasons(self, key: tuple[str, int, str, tuple[str, ...]], user_id: str | None,
                        profile_version: int, terms: Any, items: list[Any]) -> None:
         """One background job, on the LLM thread: generate, keep the validated reasons, cache them."""
         assert self.reasoner is not None
         try:
+            # a job queued twice (precomputed, then asked by a request) or overtaken by another: only
+            # what the cache still lacks
+            cached = self.cache.get_many(user_id=user_id, profile_version=profile_version, model_name=key[2],
+                                         asins=[i.parent_asin for i in items])
+            items = [i for i in items if i.parent_asin not in cached]
+            if not items:
+                BACKGROUND.labels("cached").inc()
+                return
             deadline = time.monotonic() + self.settings.EXPLAINER_BACKGROUND_BUDGET_S
             generated = self.reasoner.generate(terms=terms, items=items, deadline=deadline)
             fresh = [(it.parent_asin, text) for it, text in zip(items, generated, strict=True) if text]
@@ -296,7 +354,7 @@ class Explainer:
             log.exception("background reasons failed", extra={"user_id": user_id})
         finally:
             with self._background_lock:
-                self._background.discard(key)
+                self._background.release(key)
 
     def precompute(self, *, user_id: str, version: int) -> int:
         """A ready profile (``profiles.v1``): queue the LLM reasons of the user's current hybrid top
@@ -342,7 +400,8 @@ class Explainer:
             return 0
 
     def handle_profile_events(self, records: Any) -> None:
-        """The profiles.v1 handler: precompute for every ready profile (never raises)."""
+        """The profiles.v1 handler: note every ready profile for the precompute thread (fast, never
+        raises: a batch is handled well within the consumer's poll interval)."""
         from shared.events import ProfileEvent
         from shared.kafka import decode_value
 
@@ -352,7 +411,42 @@ class Explainer:
             except ValueError:
                 continue
             if ev.status == "ready":
-                self.precompute(user_id=ev.user_id, version=ev.version)
+                self.note_profile(user_id=ev.user_id, version=ev.version)
+
+    def note_profile(self, *, user_id: str, version: int) -> bool:
+        """Queue a ready profile for :meth:`precompute` on the precompute thread (a user waits once,
+        with the newest version); False when the queue is full (precomputing is an optimisation)."""
+        if self.reasoner is None:
+            return False
+        with self._profiles_cv:
+            if self._closed:
+                return False
+            if user_id not in self._profiles and len(self._profiles) >= self.settings.EXPLAINER_BACKGROUND_QUEUE:
+                PRECOMPUTE.labels("dropped").inc()
+                return False
+            self._profiles[user_id] = max(version, self._profiles.get(user_id, 0))
+            self._profiles_cv.notify()
+            if self._precomputer is None:
+                self._precomputer = threading.Thread(target=self._precompute_loop, name="explainer-precompute",
+                                                     daemon=True)
+                self._precomputer.start()
+        return True
+
+    def _precompute_loop(self) -> None:
+        while True:
+            with self._profiles_cv:
+                while not self._profiles and not self._closed:
+                    self._profiles_cv.wait()
+                if self._closed:
+                    return
+                user_id = next(iter(self._profiles))
+                version = self._profiles.pop(user_id)
+            self.precompute(user_id=user_id, version=version)
+
+    @property
+    def profiles_waiting(self) -> int:
+        with self._profiles_cv:
+            return len(self._profiles)
 
     @property
     def background_jobs(self) -> int:
@@ -455,24 +549,26 @@ class Explainer:
         if self.reasoner is None or not candidates:
             return False
         with self._background_lock:
-            if key in self._rerank_jobs:
-                return True
-            if len(self._background) + len(self._rerank_jobs) >= self.settings.EXPLAINER_BACKGROUND_QUEUE:
+            if key not in self._rerank_jobs and self._queue_full():
                 BACKGROUND_RERANKS.labels("dropped").inc()
                 return False
-            self._rerank_jobs.add(key)
+            if not self._rerank_jobs.claim(key, priority):
+                return True  # already on its way, at this priority or better
         BACKGROUND_RERANKS.labels("queued").inc()
         try:
             self._llm_pool.submit_at(priority, self._write_rerank, key, summary, list(candidates),
                                      min(k, len(candidates)))
         except RuntimeError:  # shutting down
             with self._background_lock:
-                self._rerank_jobs.discard(key)
+                self._rerank_jobs.release(key)
             return False
         return True
 
     def _write_rerank(self, key: RerankKey, summary: str | None, candidates: list[Any], k: int) -> None:
         try:
+            if self.reranks.get(key) is not None:  # queued twice: the other job stored it
+                BACKGROUND_RERANKS.labels("stored_already").inc()
+                return
             deadline = time.monotonic() + self.settings.EXPLAINER_BACKGROUND_BUDGET_S
             ranked, method, outcome = self._llm_rank(summary=summary, candidates=candidates, k=k,
                                                      deadline=deadline, user_id=key[0])
@@ -485,7 +581,7 @@ class Explainer:
             log.exception("background re-rank failed", extra={"user_id": key[0]})
         finally:
             with self._background_lock:
-                self._rerank_jobs.discard(key)
+                self._rerank_jobs.release(key)
 
     def precompute_rerank(self, *, user_id: str, version: int, summary: str) -> bool:
         """A ready profile: queue the llm_only re-rank of the user's current llm_only candidates (asked of
@@ -571,4 +667,5 @@ def readiness_info(explainer: Explainer | None) -> dict[str, Any]:
         "inline_llm": explainer.settings.EXPLAINER_INLINE_LLM,
         "background_jobs": explainer.background_jobs,
         "background_reranks": explainer.background_reranks,
+        "profiles_waiting": explainer.profiles_waiting,
     }

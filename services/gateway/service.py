@@ -334,6 +334,12 @@ class Recommender:
             plan.degraded, plan.notes = True, plan.notes + pool.notes
             return
         candidates = pool.items
+        if pool.retriever_cold or not (ctx and ctx.summary):
+            # no summary to re-rank against (a cold user gets the popular candidates): the retriever
+            # order, reasons from the templates; nothing to queue for the LLM
+            plan.rerank = "none"
+            plan.add(candidates[: plan.k], exclude=exclude)
+            return
         # the explainer answers at once: the re-rank its LLM worker stored for this user, profile
         # version and index version, or the matching order while it is queued (rerank=pending)
         body = {

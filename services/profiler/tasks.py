@@ -80,8 +80,12 @@ def _get_llm() -> Any:
 
 
 def _warm_up() -> None:
-    """Load the models when the worker process starts, not on the first job."""
+    """Load the models when the worker process starts, not on the first job; the thread that runs the
+    jobs gets ``LLM_NICE`` (profiles are background work: on a shared CPU the services go first)."""
     from shared.embeddings import get_encoder
+    from shared.llm import background_priority
+
+    background_priority(settings.LLM_NICE)
 
     _get_llm()
     get_encoder(settings.EMBEDDING_MODEL)

@@ -111,7 +111,8 @@ def test_a_request_gets_pending_then_the_stored_re_rank(auto_settings: Explainer
         # a new profile version (or index version) is another key: pending again, queued again
         newer = c.post("/v1/rerank", json={**body, "profile_version": 4}).json()
         assert newer["rerank"] == "pending"
-        _until(lambda: len(calls) == 2)
+        _until(lambda: c.post("/v1/rerank", json={**body, "profile_version": 4}).json()["rerank"] == "stored")
+        assert len(calls) == 2
     with session_scope(auto_settings.database_url) as s:
         rows = s.execute(select(StoredRerank.profile_version, StoredRerank.catalog_version, StoredRerank.items)
                          .where(StoredRerank.user_id == unique).order_by(StoredRerank.profile_version)).all()
@@ -145,3 +146,100 @@ def test_template_only_explainer_says_none(explainer_settings: ExplainerSettings
     with TestClient(create_app(explainer_settings, reasoner=None)) as c:
         body = c.post("/v1/rerank", json={"summary": "x", "candidates": make_items(6, seed=2), "k": 5}).json()
     assert body["rerank"] == "none" and body["parsed"] == 0
+
+
+def test_the_llm_thread_runs_at_background_priority_and_leaves_the_rest_alone() -> None:
+    import os
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = niceness()
+    pool = LlmThread("test-nice", nice=before + 7)
+    try:
+        assert pool.submit(niceness).result(timeout=10) == before + 7
+        # a thread the LLM thread starts (llama.cpp's compute threads) inherits it
+        inherited: list[int] = []
+
+        def spawn() -> None:
+            t = threading.Thread(target=lambda: inherited.append(niceness()))
+            t.start()
+            t.join()
+
+        pool.submit(spawn).result(timeout=10)
+        assert inherited == [before + 7]
+    finally:
+        pool.shutdown()
+    assert niceness() == before  # the event loop's threads keep theirs
+
+
+def test_a_request_jumps_ahead_of_the_precomputed_job_for_its_key(auto_settings: ExplainerSettings,
+                                                                   unique: str) -> None:
+    """The profile event queued user C's re-rank behind A and B (precomputing); C's request queues it
+    again ahead of them, and the job that runs second finds it stored and does nothing."""
+    gate = threading.Event()
+    seen: list[str] = []
+
+    def scores(prompt: str, labels: Sequence[str]) -> list[float]:
+        gate.wait(10)
+        seen.append(next(u for u in "ABC" if f"Customer {u} " in prompt))
+        return [float(i) for i in range(len(labels))]
+
+    llm = CallableScorer(lambda *_a, **_k: "unused", scores, name=f"jump-{unique}")
+    reasoner = LLMReasoner(llm, batch=2, max_new_tokens=48, max_chars=160, max_ungrounded=2)
+    cands = make_items(10, seed=44)
+    with TestClient(create_app(auto_settings, reasoner=reasoner)) as c:
+        svc = c.app.state.explainer  # type: ignore[attr-defined]
+        svc._llm_pool.submit_at(PRECOMPUTED, gate.wait, 10)  # the model is busy while the jobs queue
+        bodies = {u: {"user_id": f"{unique}{u}", "summary": f"Customer {u} likes soft mugs.", "candidates": cands,
+                      "k": 5, "profile_version": 1, "catalog_version": "idx"} for u in "ABC"}
+        for u in "ABC":
+            b = bodies[u]
+            key = svc.rerank_key(user_id=b["user_id"], profile_version=1, catalog_version="idx",
+                                 summary=b["summary"], candidates=[_Cand(x["parent_asin"]) for x in cands])
+            assert svc.rerank_in_background(key, summary=b["summary"], candidates=_facts(cands), k=5,
+                                            priority=PRECOMPUTED)
+        assert c.post("/v1/rerank", json=bodies["C"]).json()["rerank"] == "pending"
+        gate.set()
+        _until(lambda: svc.background_reranks == 0)
+        assert seen == ["C", "A", "B"]  # C once: its precomputed job found the re-rank stored
+        assert all(c.post("/v1/rerank", json=bodies[u]).json()["rerank"] == "stored" for u in "ABC")
+
+
+def _facts(items: list[dict[str, Any]]) -> list[Any]:
+    from services.explainer.schemas import ItemFacts
+
+    return [ItemFacts.model_validate(i) for i in items]
+
+
+def test_profile_events_are_noted_at_once_and_precomputed_on_their_own_thread(
+    auto_settings: ExplainerSettings, monkeypatch: Any
+) -> None:
+    from services.explainer.service import Explainer
+    from services.explainer.store import ReasonCache
+    from shared.events import ProfileEvent
+
+    done: list[tuple[str, int]] = []
+    release = threading.Event()
+
+    def slow_precompute(self: Any, *, user_id: str, version: int) -> int:
+        release.wait(10)  # the retriever is slow: the handler must not wait for it
+        done.append((user_id, version))
+        return 0
+
+    monkeypatch.setattr(Explainer, "precompute", slow_precompute)
+    svc = Explainer(settings=auto_settings, reasoner=_scorer()[0], cache=ReasonCache(database_url=None, lru_size=10))
+
+    class Rec:
+        def __init__(self, user: str, version: int, status: str = "ready") -> None:
+            self.value = ProfileEvent(user_id=user, version=version, status=status).model_dump_json().encode()
+
+    try:
+        t0 = time.monotonic()
+        svc.handle_profile_events([Rec("U1", 1), Rec("U2", 1), Rec("U1", 2), Rec("U3", 1, "failed")])
+        assert time.monotonic() - t0 < 1.0
+        release.set()
+        _until(lambda: len(done) == 2)
+        assert sorted(done) == [("U1", 2), ("U2", 1)]  # U1 once, newest version; a failed profile none
+    finally:
+        svc.close()
