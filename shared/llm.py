@@ -98,10 +98,13 @@ class LLM(Protocol):
 # --------------------------------------------------------------------------- model resolution
 
 
-def background_priority(nice: int) -> bool:
+def background_priority(nice: int, *, whole_process: bool = False) -> bool:
     """Lower the CPU priority of the calling thread (Linux niceness is per thread; threads it starts,
     e.g. llama.cpp's, inherit it) so that background LLM work yields to request handling on a shared
-    CPU. Raising niceness needs no privilege; a platform without it is left as it is (False)."""
+    CPU. ``whole_process`` (a worker process that only runs LLM jobs) also lowers its scheduler
+    autogroup: with autogroups on (the Linux default), each session competes as a group and a thread's
+    niceness counts only inside its own group. Raising niceness needs no privilege; a platform without
+    it is left as it is (False)."""
     import os
 
     if nice <= 0 or not hasattr(os, "setpriority"):
@@ -109,9 +112,14 @@ def background_priority(nice: int) -> bool:
     try:
         tid = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
-        return True
     except OSError:
         return False
+    if whole_process:
+        try:
+            Path("/proc/self/autogroup").write_text(str(nice))
+        except OSError:  # autogroups off, or not Linux
+            pass
+    return True
 
 
 def resolve_model(model: str) -> tuple[Path | str, str | None]:

@@ -85,7 +85,7 @@ def _warm_up() -> None:
     from shared.embeddings import get_encoder
     from shared.llm import background_priority
 
-    background_priority(settings.LLM_NICE)
+    background_priority(settings.LLM_NICE, whole_process=True)
 
     _get_llm()
     get_encoder(settings.EMBEDDING_MODEL)

@@ -243,3 +243,19 @@ def test_profile_events_are_noted_at_once_and_precomputed_on_their_own_thread(
         assert sorted(done) == [("U1", 2), ("U2", 1)]  # U1 once, newest version; a failed profile none
     finally:
         svc.close()
+
+
+def test_a_worker_process_lowers_its_whole_scheduling_group(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    has_groups = Path("/proc/self/autogroup").exists()  # Linux with autogroups (the default)
+    code = ("import os, threading; from pathlib import Path; from shared.llm import background_priority; "
+            "assert background_priority(9, whole_process=True); "
+            "g = Path('/proc/self/autogroup'); "
+            "print(g.read_text().split()[-1] if g.exists() else '-', "
+            "os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         start_new_session=True, check=True).stdout.split()
+    assert out == (["9", "9"] if has_groups else ["-", "9"])
