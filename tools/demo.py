@@ -252,18 +252,22 @@ def run_demo(
                    "(re-rank pending)", err=True)
     for user_id in [*shown, COLD_USER]:
         print_user(settings, user_id, k=5)
+    print_next_steps(settings, shown[0] if shown else COLD_USER)
+    return 0
+
+
+def print_next_steps(settings: GatewaySettings, user_id: str) -> None:
+    """The demo's last lines: what to try on the running stack, ending with the dashboard's URL."""
     typer.echo("=" * 100)
     typer.echo(
         f"The stack is still running. Try:\n"
-        f"  curl '{settings.GATEWAY_URL}/v1/users/{shown[0] if shown else COLD_USER}/recommendations"
-        f"?k=5&strategy=hybrid'\n"
-        f"  recsys compare {shown[0] if shown else COLD_USER}\n"
+        f"  curl '{settings.GATEWAY_URL}/v1/users/{user_id}/recommendations?k=5&strategy=hybrid'\n"
+        f"  recsys compare {user_id}\n"
         f"  recsys status\n"
         f"Stop it with: recsys down"
     )
-    typer.echo(f"  this user in the dashboard: {settings.DASHBOARD_URL}/users/{shown[0] if shown else COLD_USER}")
+    typer.echo(f"  this user in the dashboard: {settings.DASHBOARD_URL}/users/{user_id}")
     typer.echo(f"Dashboard: {settings.DASHBOARD_URL}/")
-    return 0
 
 
 def run_compare(user_id: str, k: int = 5) -> int:

@@ -8,7 +8,7 @@ from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
 from tests.utils.gateway import Seeded
 from tests.utils.servers import dead_url, serving
-from tools.demo import SHOWN_STRATEGIES, print_user, run_compare
+from tools.demo import SHOWN_STRATEGIES, print_next_steps, print_user, run_compare
 
 
 def test_print_user_shows_history_profile_and_every_strategy(
@@ -38,3 +38,13 @@ def test_compare_without_a_gateway_fails_cleanly(
     finally:
         config.get_settings.cache_clear()
     assert "not reachable" in capsys.readouterr().err
+
+
+def test_the_demo_ends_by_printing_the_dashboard_url(
+    gateway_settings: GatewaySettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = gateway_settings.model_copy(update={"DASHBOARD_URL": "http://127.0.0.1:8005"})
+    print_next_steps(settings, "U1")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == "Dashboard: http://127.0.0.1:8005/"  # issue 16: the last line
+    assert "  this user in the dashboard: http://127.0.0.1:8005/users/U1" in lines
