@@ -157,18 +157,9 @@ def _with_system(system: str | None, prompt: str) -> list[dict[str, str]]:
     return messages + [{"role": "user", "content": prompt}]
 
 
-def close_json(text: str, schema: dict[str, Any] | None = None) -> str:
-    """Close a JSON document cut short (grammar-constrained output truncated by ``max_new_tokens``).
-
-    Open strings, arrays and objects are closed (a dangling key or comma is removed); for an object
-    ``schema``, required properties still missing are added empty (``[]`` / ``""`` / ``{}``). A document
-    that already parses is returned unchanged.
-    """
-    try:
-        json.loads(text)
-        return text
-    except ValueError:
-        pass
+def open_json_state(text: str) -> tuple[list[str], bool, bool]:
+    """What a JSON prefix leaves open: the closers still needed (innermost last), whether it ends inside
+    a string, and whether that string ends on a backslash."""
     stack: list[str] = []
     in_str = escaped = False
     for ch in text:
@@ -185,6 +176,22 @@ def close_json(text: str, schema: dict[str, Any] | None = None) -> str:
             stack.append("}" if ch == "{" else "]")
         elif ch in "}]" and stack:
             stack.pop()
+    return stack, in_str, escaped
+
+
+def close_json(text: str, schema: dict[str, Any] | None = None) -> str:
+    """Close a JSON document cut short (grammar-constrained output truncated by ``max_new_tokens``).
+
+    Open strings, arrays and objects are closed (a dangling key or comma is removed); for an object
+    ``schema``, required properties still missing are added empty (``[]`` / ``""`` / ``{}``). A document
+    that already parses is returned unchanged.
+    """
+    try:
+        json.loads(text)
+        return text
+    except ValueError:
+        pass
+    stack, in_str, escaped = open_json_state(text)
     body = text
     if in_str:
         body = body[:-1] if escaped else body  # never end on a lone backslash

@@ -45,22 +45,9 @@ def _strip_fences(raw: str) -> str:
 
 def _close_brackets(text: str) -> str:
     """Append what is needed to close unterminated strings, lists and objects."""
-    stack: list[str] = []
-    in_str = escaped = False
-    for ch in text:
-        if in_str:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "{[":
-            stack.append("}" if ch == "{" else "]")
-        elif ch in "}]" and stack:
-            stack.pop()
+    from shared.llm import open_json_state
+
+    stack, in_str, _ = open_json_state(text)
     tail = '"' if in_str else ""
     return re.sub(r",\s*$", "", text + tail) + "".join(reversed(stack))
 
