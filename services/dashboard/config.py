@@ -12,8 +12,9 @@ from shared.config import CommonSettings
 
 class DashboardSettings(CommonSettings):
     # Every dependency call has its own short timeout: a service that is down renders its panel as
-    # "down" and the rest of the page still comes. Recommendations may take longer (llm_only re-ranks
-    # with the LLM); they load per strategy after the page, so the page never waits for them.
+    # "down" and the rest of the page still comes. Recommendations load per strategy after the page,
+    # so the page never waits for them (the gateway answers at once; the long timeout is for a stack
+    # configured to wait for its LLM, RECSYS_EXPLAINER_INLINE_LLM).
     DASHBOARD_TIMEOUT_S: float = Field(3.0, gt=0, description="health, readiness, models, items, profile")
     DASHBOARD_RECS_TIMEOUT_S: float = Field(90.0, gt=0, description="one strategy's recommendations")
     DASHBOARD_INGEST_TIMEOUT_S: float = Field(10.0, gt=0, description="posting the test review")
