@@ -87,9 +87,6 @@ class LlmThread(Executor):
         self._queue.put((priority, next(self._seq), (fut, fn, args, kwargs)))
         return fut
 
-    def queued(self) -> int:
-        return self._queue.qsize()
-
     def _run(self) -> None:
         from shared.llm import background_priority
 
