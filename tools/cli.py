@@ -166,12 +166,14 @@ def worker(
     concurrency: Annotated[int, typer.Option()] = 1,
     beat: Annotated[bool, typer.Option("--beat", help="also run the periodic scheduler (one per cluster)")] = False,
 ) -> None:
-    """Run a Celery worker (profiler: GPU in production; als: Spark driver)."""
+    """Run a Celery worker (profiler and explainer: the LLM, GPU in production; als: Spark driver)."""
     if name not in WORKERS:
         typer.echo(f"unknown worker {name!r}; choose from {', '.join(WORKERS)}", err=True)
         raise typer.Exit(2)
     module, queue = WORKERS[name]
-    celery_app = importlib.import_module(module).celery_app
+    tasks = importlib.import_module(module)
+    celery_app = tasks.celery_app
+    queue = ",".join(getattr(tasks, "QUEUES", None) or [queue])  # a module's queues follow its settings
     argv = ["worker", "-Q", queue, "-c", str(concurrency), "-n", f"{name}@%h", "--loglevel", "INFO",
             "--pool", "solo" if concurrency == 1 else "prefork"]
     if beat:

@@ -25,4 +25,6 @@ CONSUMERS: dict[str, str] = {
 WORKERS: dict[str, tuple[str, str]] = {
     "profiler": ("services.profiler.tasks", "profiler"),
     "als": ("services.als.tasks", "als"),
+    # the explainer's LLM: requests' jobs and profile events' jobs, taken in turn
+    "explainer": ("services.explainer.tasks", "explainer,explainer-precompute"),
 }

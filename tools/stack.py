@@ -80,6 +80,7 @@ def processes(settings: CommonSettings) -> list[Proc]:
     for name, consumer in consumers.items():
         procs.append(Proc(name, ("consume", consumer), CONSUMERS[consumer].split(":")[0]))
     procs.append(Proc("worker-profiler", ("worker", "profiler"), WORKERS["profiler"][0]))
+    procs.append(Proc("worker-explainer", ("worker", "explainer"), WORKERS["explainer"][0]))
     procs.append(Proc("worker-als", ("worker", "als", "--beat"), WORKERS["als"][0]))
     return procs
 

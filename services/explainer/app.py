@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from services.explainer.config import ExplainerSettings, get_settings
 from services.explainer.llm import LLMReasoner
 from services.explainer.schemas import ExplainRequest, ExplainResponse, RerankRequest, RerankResponse
-from services.explainer.service import Explainer, load_reasoner, readiness_info
+from services.explainer.service import Explainer, RemoteJobs, load_reasoner, readiness_info
 from services.explainer.store import ReasonCache, RerankStore
 from shared.db import database_check_async
 from shared.http import install_common
@@ -53,13 +53,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: ExplainerSettings = app.state.settings
     configure_logging(level=settings.LOG_LEVEL, json_lines=settings.LOG_JSON)
     reasoner = app.state.reasoner
-    if reasoner is True:
+    remote = app.state.remote
+    template_only = settings.EXPLAINER_BACKEND == "template" or settings.LLM_BACKEND == "template"
+    if reasoner is True and settings.EXPLAINER_LLM_WORKER and not template_only:
+        # the LLM runs in the explainer worker: this process loads no model
+        from services.explainer.tasks import CeleryJobs
+
+        reasoner, remote = None, remote or CeleryJobs(settings)
+    elif reasoner is True:
         reasoner = await asyncio.to_thread(partial(load_reasoner, settings=settings))
     db_url = settings.database_url if settings.EXPLAINER_DB_CACHE else None
     cache = ReasonCache(database_url=db_url, lru_size=settings.EXPLAINER_CACHE_SIZE)
     reranks = RerankStore(database_url=db_url, lru_size=settings.EXPLAINER_CACHE_SIZE)
-    app.state.explainer = Explainer(settings=settings, reasoner=reasoner or None, cache=cache, reranks=reranks)
-    listener = ProfileListener(app.state.explainer) if settings.EXPLAINER_PRECOMPUTE and reasoner else None
+    app.state.explainer = Explainer(settings=settings, reasoner=reasoner or None, cache=cache, reranks=reranks,
+                                    remote=remote)
+    listener = (ProfileListener(app.state.explainer)
+                if settings.EXPLAINER_PRECOMPUTE and app.state.explainer.llm_enabled else None)
     if listener is not None:
         listener.start()
     try:
@@ -119,13 +128,17 @@ async def readiness(app: FastAPI) -> dict[str, Any]:
 
 
 def create_app(
-    settings: ExplainerSettings | None = None, *, reasoner: LLMReasoner | None | bool = True
+    settings: ExplainerSettings | None = None, *, reasoner: LLMReasoner | None | bool = True,
+    remote: RemoteJobs | None = None,
 ) -> FastAPI:
-    """App factory. ``reasoner``: True = load from settings in the lifespan; None = template-only; or a
-    ready reasoner."""
+    """App factory. ``reasoner``: True = from settings in the lifespan (with ``EXPLAINER_LLM_WORKER``, the
+    explainer worker's queues and no model here; otherwise the model loaded here); None = template-only
+    (or only ``remote``); or a ready reasoner that runs in this process. ``remote``: the worker's queues to
+    use instead of :class:`services.explainer.tasks.CeleryJobs`."""
     app = FastAPI(title="recsys explainer", version="1", lifespan=lifespan)
     app.state.settings = settings or get_settings()
     app.state.reasoner = reasoner
+    app.state.remote = remote
     app.include_router(router)
     install_common(app, service="explainer", readiness=partial(readiness, app))
     return app

@@ -57,6 +57,23 @@ class ExplainerSettings(LlmSettings):
         ge=0,
         description="content words an LLM reason may have that neither the item nor the profile contains",
     )
+    EXPLAINER_LLM_WORKER: bool = Field(
+        True,
+        description="the LLM runs in the explainer worker (`recsys worker explainer`, Celery queues "
+        "EXPLAINER_QUEUE and EXPLAINER_PRECOMPUTE_QUEUE; the GPU pool in production): the serving process "
+        "loads no model, serves the reasons and re-ranks the worker stored and queues what is missing. "
+        "false: the serving process loads the model and writes them on a thread of its own",
+    )
+    EXPLAINER_QUEUE: str = Field("explainer", description="Celery queue of the jobs a request asked for")
+    EXPLAINER_PRECOMPUTE_QUEUE: str = Field(
+        "explainer-precompute", description="Celery queue of the jobs a ready profile queued (the worker takes "
+        "the two queues in turn, so a request's job never waits behind a whole bulk load)")
+    EXPLAINER_JOB_TTL_S: float = Field(
+        300.0, gt=0, description="a job this replica queued is not queued again for the same key for this long "
+        "(unless asked at a better priority): the worker is idempotent, this only saves it repeated work")
+    EXPLAINER_TASK_TIME_LIMIT_S: int = Field(600, ge=10, description="hard limit of one worker job")
+    EXPLAINER_VISIBILITY_TIMEOUT_S: int = Field(
+        900, ge=10, description="Redis broker: an unacknowledged job is delivered again after this long")
     EXPLAINER_CACHE_SIZE: int = Field(10_000, ge=0, description="in-process LRU entries (0 = off)")
     EXPLAINER_DB_CACHE: bool = True
 

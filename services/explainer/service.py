@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import Counter
 
@@ -118,6 +118,42 @@ class LlmThread(Executor):
             self._thread.join()
 
 
+class DirectExecutor(Executor):
+    """Runs each job at once in the caller's thread (the explainer worker: a Celery task does its LLM
+    work before it is acknowledged)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return self.submit_at(INLINE, fn, *args, **kwargs)
+
+    def submit_at(self, priority: int, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        fut: Future[Any] = Future()
+        fut.set_running_or_notify_cancel()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as e:
+            fut.set_exception(e)
+        return fut
+
+
+class RemoteJobs(Protocol):
+    """Where a serving explainer that holds no model sends its LLM work (``services.explainer.tasks``:
+    the Celery queues of the explainer worker). Each call returns at once; True when the job is queued
+    or already on its way."""
+
+    def reasons(self, *, priority: int, user_id: str | None, profile_version: int, terms: list[str],
+                items: Sequence[Any], key: Any) -> bool: ...
+
+    def rerank(self, *, priority: int, key: RerankKey, summary: str | None, candidates: Sequence[Any],
+               k: int) -> bool: ...
+
+    def precompute(self, *, user_id: str, version: int) -> bool: ...
+
+    def forget(self, key: Any) -> None:
+        """``key``'s work is done (seen stored): a later ask may queue it again."""
+
+    def close(self) -> None: ...
+
+
 def load_reasoner(*, settings: ExplainerSettings) -> LLMReasoner | None:
     """The LLM reasoner, or None when this deployment is configured template-only.
 
@@ -184,14 +220,22 @@ class Explainer:
         reasoner: LLMReasoner | None,
         cache: ReasonCache,
         reranks: RerankStore | None = None,
+        remote: RemoteJobs | None = None,
+        direct: bool = False,
     ) -> None:
+        """``reasoner``: the model this process runs (None: none here). ``remote``: the explainer worker
+        that runs it instead (EXPLAINER_LLM_WORKER; this process then holds no model and only reads
+        what the worker stored). ``direct``: background jobs run at once in the caller's thread (the
+        worker's Celery tasks); otherwise on this process's LLM thread."""
         self.settings = settings
         self.reasoner = reasoner
+        self.remote = remote if reasoner is None else None
         self.cache = cache
         self.reranks = reranks or RerankStore(database_url=None, lru_size=settings.EXPLAINER_CACHE_SIZE)
         # One thread owns the model: queued LLM work waits here, not in the default pool that the
         # cache's DB calls use, and a request past its deadline is dropped when its turn comes.
-        self._llm_pool = LlmThread("explainer-llm", nice=settings.LLM_NICE)
+        self._llm_pool: LlmThread | DirectExecutor = (
+            DirectExecutor() if direct else LlmThread("explainer-llm", nice=settings.LLM_NICE))
         # background reason jobs queued or running: (user, profile version, model, asins)
         self._background = JobBook()
         # background re-rank jobs queued or running: (user, profile version, catalog version, model)
@@ -213,26 +257,35 @@ class Explainer:
             self._closed = True
             self._profiles_cv.notify_all()
         self._llm_pool.shutdown(wait=False, cancel_futures=True)
+        if self.remote is not None:
+            self.remote.close()
+
+    @property
+    def llm_enabled(self) -> bool:
+        """An LLM writes reasons and re-ranks: in this process, or in the explainer worker."""
+        return self.reasoner is not None or self.remote is not None
 
     @property
     def backend_name(self) -> str:
-        return self.reasoner.name if self.reasoner else "template"
+        if self.reasoner is not None:
+            return self.reasoner.name
+        return self.settings.LLM_MODEL if self.remote is not None else "template"
 
     async def explain(self, req: ExplainRequest) -> ExplainResponse:
         items = req.items
         terms = profile_terms(req.profile, req.summary)
         reasons: list[str | None] = [None] * len(items)
         degraded = False
-        use_llm = self.reasoner is not None and req.backend != "template"
+        use_llm = self.llm_enabled and req.backend != "template"
         # backend=auto never waits for the LLM (unless configured inline): what is cached now, the
-        # rest as templates, and the missing LLM reasons written in the background for the next answer
-        inline = req.backend == "llm" or self.settings.EXPLAINER_INLINE_LLM
+        # rest as templates, and the missing LLM reasons written in the background for the next answer.
+        # With the explainer worker this process holds no model: nothing here can wait for it.
+        inline = (req.backend == "llm" or self.settings.EXPLAINER_INLINE_LLM) and self.reasoner is not None
         pending = 0
-        if req.backend == "llm" and self.reasoner is None:
+        if req.backend == "llm" and not self.llm_enabled:
             degraded = True  # asked for the LLM, this deployment has none: say so
         if use_llm and items:
-            assert self.reasoner is not None
-            model = self.reasoner.name
+            model = self.backend_name
             cached = await asyncio.to_thread(
                 self.cache.get_many,
                 user_id=req.user_id,
@@ -249,6 +302,7 @@ class Explainer:
                 pending = self.in_background(user_id=req.user_id, profile_version=req.profile_version,
                                              terms=terms, items=[items[i] for i in todo])
             elif todo:
+                assert self.reasoner is not None
                 budget = self.settings.EXPLAINER_LLM_BUDGET_S
                 deadline = time.monotonic() + budget
                 try:
@@ -304,10 +358,14 @@ class Explainer:
         """Queue the LLM reasons of ``items`` for this user and profile version on the LLM thread (the
         result goes to the reason cache); returns how many items were queued (0: already queued, the
         queue is full, or there is no LLM)."""
-        if self.reasoner is None or not items:
+        if not self.llm_enabled or not items:
             return 0
-        model = self.reasoner.name
+        model = self.backend_name
         key = (user_id or "", profile_version, model, tuple(sorted(i.parent_asin for i in items)))
+        if self.remote is not None:
+            queued = self.remote.reasons(priority=priority, user_id=user_id, profile_version=profile_version,
+                                         terms=list(terms), items=items, key=key)
+            return len(items) if queued else 0
         with self._background_lock:
             if key not in self._background and self._queue_full():
                 BACKGROUND.labels("dropped").inc()
@@ -362,6 +420,8 @@ class Explainer:
         from services.explainer.schemas import ItemFacts, ProfileIn
         from services.explainer.store import profile_for_reasons
 
+        if self.remote is not None:  # the worker reads the profile, asks the retriever and writes
+            return int(self.remote.precompute(user_id=user_id, version=version))
         if self.reasoner is None:
             return 0
         try:
@@ -413,7 +473,7 @@ class Explainer:
     def note_profile(self, *, user_id: str, version: int) -> bool:
         """Queue a ready profile for :meth:`precompute` on the precompute thread (a user waits once,
         with the newest version); False when the queue is full (precomputing is an optimisation)."""
-        if self.reasoner is None:
+        if not self.llm_enabled:
             return False
         with self._profiles_cv:
             if self._closed:
@@ -461,7 +521,7 @@ class Explainer:
                    summary: str | None, candidates: Sequence[Any]) -> RerankKey:
         """(user, profile version, catalog version, model). Without a catalog version, the candidates'
         own fingerprint stands for it; a request without a user is keyed by its summary."""
-        model = self.reasoner.name if self.reasoner else "template"
+        model = self.backend_name
         if catalog_version is None:
             catalog_version = "asins:" + _digest("\n".join(c.parent_asin for c in candidates))
         uid = user_id or f"{ANONYMOUS}:{_digest(summary or '')}"
@@ -470,18 +530,21 @@ class Explainer:
     async def rerank(self, req: RerankRequest) -> RerankResponse:
         """mode=auto (the default): the stored re-rank for (user, profile version, catalog version,
         model), or at once the retriever order with template reasons while the LLM worker writes it
-        (``rerank="pending"``). mode=inline (or EXPLAINER_INLINE_LLM): the LLM runs in this request."""
+        (``rerank="pending"``). mode=inline (or EXPLAINER_INLINE_LLM): the LLM runs in this request,
+        when this process holds the model (with the explainer worker, inline is served as auto)."""
         cands = req.candidates
         k = min(req.k, len(cands))
-        if self.reasoner is None or k == 0:
+        if not self.llm_enabled or k == 0:
             RERANKS.labels("template").inc()
             return self._ranked(req, assemble([], n_candidates=len(cands), k=k), parsed=0, method="none",
                                 status="none")
         key = self.rerank_key(user_id=req.user_id, profile_version=req.profile_version,
                               catalog_version=req.catalog_version, summary=req.summary, candidates=cands)
-        if req.mode == "auto" and not self.settings.EXPLAINER_INLINE_LLM:
+        if (req.mode == "auto" and not self.settings.EXPLAINER_INLINE_LLM) or self.reasoner is None:
             stored = await asyncio.to_thread(self.reranks.get, key)
             if stored is not None:
+                if self.remote is not None:
+                    self.remote.forget(key)
                 rows, parsed = stored_rows(stored["items"], cands, k, method=stored["method"])
                 RERANKS.labels("stored").inc()
                 return self._ranked(req, rows, parsed=parsed, method=stored["method"], status="stored")
@@ -543,8 +606,11 @@ class Explainer:
                              priority: int) -> bool:
         """Queue the re-rank of ``candidates`` on the LLM thread (stored under ``key``); False when it
         is not queued (no LLM, the queue is full, shutting down). Already queued counts as queued."""
-        if self.reasoner is None or not candidates:
+        if not self.llm_enabled or not candidates:
             return False
+        if self.remote is not None:
+            return self.remote.rerank(priority=priority, key=key, summary=summary, candidates=candidates,
+                                      k=min(k, len(candidates)))
         with self._background_lock:
             if key not in self._rerank_jobs and self._queue_full():
                 BACKGROUND_RERANKS.labels("dropped").inc()
@@ -660,6 +726,8 @@ def readiness_info(explainer: Explainer | None) -> dict[str, Any]:
         "ok": True,
         "backend": explainer.backend_name,
         "llm_loaded": explainer.reasoner is not None,
+        # the LLM runs in the explainer worker (Celery queues), this process only serves what it stored
+        "llm_worker": explainer.remote is not None,
         "template_model": TEMPLATE_MODEL,
         "inline_llm": explainer.settings.EXPLAINER_INLINE_LLM,
         "background_jobs": explainer.background_jobs,

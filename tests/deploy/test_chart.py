@@ -174,6 +174,7 @@ def test_workloads_run_the_right_command_in_their_service_image(rendered: Render
         "profiler-trigger": ("recsys-profiler", ["consume", "profiler-trigger"]),
         "als-trigger": ("recsys-als", ["consume", "als-trigger"]),
         "profiler-worker": ("recsys-profiler", ["worker", "profiler"]),
+        "explainer-worker": ("recsys-explainer", ["worker", "explainer"]),
         "als-worker": ("recsys-als", ["worker", "als"]),
         "als-beat": ("recsys-als", ["worker", "als", "--beat"]),
     }
@@ -397,8 +398,12 @@ def test_network_policies_open_only_the_gateway(render) -> None:
         "app.kubernetes.io/component": "gateway"}}}
     explainer_peer = {"podSelector": {"matchLabels": {**gateway_peer["podSelector"]["matchLabels"],
                                                       "app.kubernetes.io/component": "explainer"}}}
-    # the explainer also calls the retriever: the hybrid top items whose reasons it precomputes
-    callers = {"retriever": [gateway_peer, explainer_peer], "explainer": [gateway_peer], "als": [gateway_peer]}
+    worker_peer = {"podSelector": {"matchLabels": {**gateway_peer["podSelector"]["matchLabels"],
+                                                   "app.kubernetes.io/component": "explainer-worker"}}}
+    # the explainer worker also calls the retriever: the candidates whose reasons and re-ranks it
+    # precomputes (the explainer too, when it runs the LLM itself)
+    callers = {"retriever": [gateway_peer, explainer_peer, worker_peer], "explainer": [gateway_peer],
+               "als": [gateway_peer]}
     for svc in ("retriever", "explainer", "als"):
         policy = rendered.get("NetworkPolicy", f"{RELEASE}-{svc}")
         app_rule, *metrics_rules = policy["spec"]["ingress"]
@@ -407,7 +412,7 @@ def test_network_policies_open_only_the_gateway(render) -> None:
             assert all("namespaceSelector" in peer for peer in rule["from"]), svc
     # Consumers and workers accept nothing.
     for name in ("ingest-raw-consumer", "retriever-indexer", "profiler-trigger", "profiler-worker",
-                 "als-trigger", "als-worker"):
+                 "explainer-worker", "als-trigger", "als-worker"):
         assert rendered.get("NetworkPolicy", f"{RELEASE}-{name}")["spec"]["ingress"] == [], name
 
 
@@ -489,6 +494,12 @@ def test_gke_example(render) -> None:
     assert "iam.gke.io/gcp-service-account" in sa["metadata"]["annotations"]
     profiler = rendered.get("Deployment", f"{RELEASE}-profiler-worker")["spec"]["template"]["spec"]
     assert profiler["nodeSelector"]["cloud.google.com/gke-accelerator"] in {"nvidia-l4", "nvidia-tesla-t4"}
+    # the LLM runs in the workers on the GPU pool; the explainer that serves requests needs no GPU
+    worker = rendered.get("Deployment", f"{RELEASE}-explainer-worker")["spec"]["template"]["spec"]
+    assert worker["nodeSelector"]["cloud.google.com/gke-accelerator"] in {"nvidia-l4", "nvidia-tesla-t4"}
+    assert worker["containers"][-1]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    serving = rendered.get("Deployment", f"{RELEASE}-explainer")["spec"]["template"]["spec"]
+    assert "nvidia.com/gpu" not in serving["containers"][-1]["resources"].get("limits", {})
     # Cloud SQL Auth Proxy runs as a native sidecar wherever the database is used.
     for where, pod in rendered.pod_specs():
         names = [c["name"] for c in pod.get("initContainers", [])]

@@ -76,6 +76,7 @@ def stack(
         st.start("indexer", "consume", "retriever-indexer")
         st.start("profiler-trigger", "consume", "profiler-trigger")
         st.start("profiler-worker", "worker", "profiler")
+        st.start("explainer-worker", "worker", "explainer")  # the explainer's LLM (the service holds none)
         for name in SERVICES:
             wait_until(
                 f"{name} /healthz",

@@ -234,6 +234,7 @@ def test_an_explainer_started_with_llm_settings_hands_them_to_the_llm_backend(
         "ENVIRONMENT": "test",
         "HOME": str(tmp_path),
         "EXPLAINER_DB_CACHE": "false",
+        "EXPLAINER_LLM_WORKER": "false",  # the model in this process (the default: in the explainer worker)
         "LLM_MODEL": str(gguf),
         "LLM_BACKEND": "llama_cpp",
         "DEVICE": "cpu",

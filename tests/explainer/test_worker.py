@@ -1,0 +1,147 @@
+"""Issue 14: the explainer's LLM runs in its own worker process (``recsys worker explainer``, Celery on the
+session's real Redis, the real packaged model). The serving explainer loads no model: it answers at once
+from what the worker stored and templates, and queues what is missing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from services.explainer.app import create_app
+from services.explainer.config import ExplainerSettings
+from shared.config import CommonSettings
+from tests.explainer.conftest import make_items, make_profile
+from tests.utils.settings import service_settings
+
+SUMMARY = "The customer buys soft cotton blankets. They value comfort. They will likely buy more bedding."
+
+
+@pytest.fixture()
+def worker_settings(settings: CommonSettings, unique: str) -> ExplainerSettings:
+    """The default mode (the LLM in the worker) on queues of this test only."""
+    return service_settings(ExplainerSettings, settings, EXPLAINER_QUEUE=f"explainer-{unique}",
+                            EXPLAINER_PRECOMPUTE_QUEUE=f"explainer-pre-{unique}", EXPLAINER_PRECOMPUTE=False,
+                            LLM_BACKEND="auto")
+
+
+def _queued(s: ExplainerSettings, queue: str) -> int:
+    return int(redis.Redis.from_url(s.celery_broker_url).llen(queue))
+
+
+def _wait(what: str, predicate: Any, timeout_s: float, every_s: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(every_s)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture()
+def run_worker(worker_settings: ExplainerSettings, tmp_path: Path) -> Iterator[Any]:
+    """Start `recsys worker explainer` on this test's queues; stopped (and reaped) at the end."""
+    procs: list[subprocess.Popen[bytes]] = []
+    log = tmp_path / "worker.log"
+
+    def start() -> subprocess.Popen[bytes]:
+        env = {**os.environ,
+               **{f"RECSYS_{k}": str(v) for k, v in {
+                   "ENVIRONMENT": "test", "HOME": tmp_path, "DATABASE_URL": worker_settings.database_url,
+                   "CELERY_BROKER_URL": worker_settings.celery_broker_url,
+                   "CELERY_RESULT_BACKEND": worker_settings.celery_result_backend,
+                   "EXPLAINER_QUEUE": worker_settings.EXPLAINER_QUEUE,
+                   "EXPLAINER_PRECOMPUTE_QUEUE": worker_settings.EXPLAINER_PRECOMPUTE_QUEUE,
+                   "LLM_BACKEND": "auto"}.items()}}
+        p = subprocess.Popen([sys.executable, "-m", "tools.cli", "worker", "explainer"], env=env,
+                             stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(p)
+        return p
+
+    start.log = log  # type: ignore[attr-defined]
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def test_the_serving_explainer_loads_no_model_and_the_worker_writes_the_re_rank(
+    worker_settings: ExplainerSettings, run_worker: Any, unique: str
+) -> None:
+    cands = make_items(12, seed=31)
+    req = {"user_id": unique, "summary": SUMMARY, "profile_version": 3, "candidates": cands, "k": 5}
+    with TestClient(create_app(worker_settings)) as c:
+        model = c.get("/readyz").json()["checks"]["model"]
+        assert model["llm_worker"] is True and model["llm_loaded"] is False
+        assert c.app.state.explainer.reasoner is None  # type: ignore[attr-defined]
+        t0 = time.monotonic()
+        first = c.post("/v1/rerank", json=req).json()
+        assert time.monotonic() - t0 < 1.0
+        assert first["rerank"] == "pending" and first["fallback"] is True
+        assert [i["parent_asin"] for i in first["items"]] == [x["parent_asin"] for x in cands[:5]]
+        assert all(i["reason"] and i["source"] == "template" for i in first["items"])
+        # asked again while queued: one job, not two (and inline is served like auto: no model here)
+        again = c.post("/v1/rerank", json={**req, "mode": "inline"}).json()
+        assert again["rerank"] == "pending"
+        _wait("the job on the broker", lambda: _queued(worker_settings, worker_settings.EXPLAINER_QUEUE) == 1, 10)
+        time.sleep(0.5)
+        assert _queued(worker_settings, worker_settings.EXPLAINER_QUEUE) == 1
+
+        worker = run_worker()
+        stored = _wait("the stored re-rank", lambda: (b := c.post("/v1/rerank", json=req).json())["rerank"]
+                       == "stored" and b, timeout_s=300, every_s=1.0)
+        assert worker.poll() is None, run_worker.log.read_text()[-3000:]
+    assert stored["method"] == "label_logits" and stored["parsed"] == 5 and stored["fallback"] is False
+    assert len({i["parent_asin"] for i in stored["items"]}) == 5
+    assert _queued(worker_settings, worker_settings.EXPLAINER_QUEUE) == 0
+
+
+def test_the_worker_writes_the_reasons_a_request_queued(
+    worker_settings: ExplainerSettings, run_worker: Any, unique: str
+) -> None:
+    items = make_items(4, seed=21)
+    req = {"user_id": unique, "profile": make_profile(21), "profile_version": 1, "items": items}
+    with TestClient(create_app(worker_settings)) as c:
+        first = c.post("/v1/explanations", json=req).json()
+        assert first["degraded"] is False and first["pending"] == 4
+        assert [e["source"] for e in first["explanations"]] == ["template"] * 4
+        run_worker()
+
+        def llm_reasons() -> Any:
+            body = c.post("/v1/explanations", json=req).json()
+            return body if any(e["source"] == "llm" for e in body["explanations"]) else None
+
+        second = _wait("LLM reasons in the cache", llm_reasons, timeout_s=300, every_s=1.0)
+    assert second["degraded"] is False and second["backend"] == worker_settings.LLM_MODEL
+    assert all(e["reason"] for e in second["explanations"])
+
+
+def test_a_broker_that_is_down_never_holds_a_request(worker_settings: ExplainerSettings, unique: str) -> None:
+    down = worker_settings.model_copy(update={"CELERY_BROKER_URL": "redis://127.0.0.1:1/0"})
+    items = make_items(3, seed=41)
+    with TestClient(create_app(down)) as c:
+        for _ in range(3):
+            t0 = time.monotonic()
+            body = c.post("/v1/explanations", json={"user_id": unique, "profile_version": 1, "items": items,
+                                                     "profile": make_profile(41)}).json()
+            assert time.monotonic() - t0 < 1.0
+            assert body["degraded"] is False and all(e["reason"] for e in body["explanations"])
+        jobs = c.app.state.explainer.remote  # type: ignore[attr-defined]
+        _wait("the failed send", lambda: jobs.waiting == 0, timeout_s=30)
+    from services.explainer.tasks import ENQUEUED
+
+    assert ENQUEUED.labels("write_reasons", "failed")._value.get() >= 1
