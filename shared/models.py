@@ -207,6 +207,22 @@ class AlsFactor(Base):
     vector: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class ItemNeighbours(Base):
+    """One item's neighbour list of one kind for a model version (``shared.neighbours``): co-review
+    cosine (``coreview``) or "reviewed next / before" (``forward.w1``, ``backward.w1``, ...), computed
+    by the Spark training job. ``neighbours``: ``[[parent_asin, score], ...]`` best first, ties by asin
+    (an empty list for an item with none)."""
+
+    __tablename__ = "item_neighbours"
+
+    model_version: Mapped[int] = mapped_column(
+        Integer, ForeignKey("als_models.version", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    parent_asin: Mapped[str] = mapped_column(String(MAX_ID), primary_key=True)
+    neighbours: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+
 class Explanation(Base):
     """Cache of generated reasons keyed by (user, profile version, item, model)."""
 
