@@ -22,13 +22,18 @@
    improvements, so it is never worse on validation than that source. With fewer than
    ``min_queries`` usable validation users the ranker is not tried.
 4. **Refit for serving.** The sources and item facts are refitted on all interactions with the
-   chosen parameters; the model scores their features unchanged.
+   chosen parameters; the model scores their features unchanged. With ``stored`` (the Spark training
+   job's neighbour lists, computed on these same interactions) the co-review and transition sources
+   take their matrices from the lists instead (:mod:`services.retriever.sources.stored`): the same
+   numbers, without the in-process count. The validation folds of steps 1-3 always fit in-process
+   (each fold holds out other targets, so no stored list fits them).
 
 ``rank(history=..., k=...)`` then gives a user's top ``k`` with each item's score and the source that
 ranks it best (``popular`` fills short lists). Users without history get popular.
 """
 from __future__ import annotations
 
+import copy
 import random
 import time
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
@@ -53,7 +58,9 @@ from services.retriever.sources.coreview import CoReviewSource
 from services.retriever.sources.embedding import EmbeddingSource
 from services.retriever.sources.lexical import LexicalSource
 from services.retriever.sources.popular import PopularSource
+from services.retriever.sources.stored import load_into
 from services.retriever.sources.transitions import TransitionSource
+from shared.neighbours import StoredNeighbours
 from shared.records import get_field
 
 #: Scoring parameters tried per source on validation (the fit is shared by all of them).
@@ -194,7 +201,8 @@ class RankingCore:
             factories: Mapping[str, SourceFactory] | None = None, tune_users: int = 3000,
             min_queries: int = 100, seed: int = 13, depth: int = 100, popular_depth: int = 50,
             rounds: int = 1, source_folds: int = 5, model_folds: int = 2, version: str = "",
-            live: RankingCore | None = None, max_diversity_cost: float = 0.01) -> RankingCore:
+            live: RankingCore | None = None, max_diversity_cost: float = 0.01,
+            stored: StoredNeighbours | None = None) -> RankingCore:
         t0 = time.perf_counter()
         items = list(items)
         factories = dict(factories or default_factories())
@@ -263,10 +271,14 @@ class RankingCore:
                                                   max_cost=max_diversity_cost)
         # refit on everything for serving
         final: dict[str, CandidateSource] = {}
+        from_lists: list[str] = []
         for name in names:
             params = chosen[name]
             src = factories[name](**params) if name in REFIT_PARAMS else factories[name]()
-            src.fit(interactions=interactions, items=items)
+            if stored is not None and name not in REFIT_PARAMS and load_into(src, stored):
+                from_lists.append(name)
+            else:
+                src.fit(interactions=interactions, items=items)
             final[name] = src if name in REFIT_PARAMS else with_params(src, **params)
         serving = FeatureBuilder(sources=final, facts=ItemFacts.fit(interactions=interactions, items=items),
                                  depth=depth, popular_depth=popular_depth)
@@ -285,10 +297,37 @@ class RankingCore:
             "selection": _selection_dict(selection),
             "promotion": promotion,
             "diversity": diversity,
+            "served_from_lists": _lists_report(stored, from_lists),
             "fit_seconds": round(time.perf_counter() - t0, 2),
         }
         return cls(builder=serving, model=model, popular=popular, params=chosen, report=report, version=version,
                    mmr_lambda=mmr_lambda, similarity=ItemSimilarity(final))
+
+    def with_stored(self, stored: StoredNeighbours) -> RankingCore:
+        """The same core (model, parameters, facts) with its co-review and transition sources served
+        from ``stored`` (lists computed on the data this core was fitted on); the model is untouched.
+        Sources the lists do not cover stay as they are."""
+        sources: dict[str, CandidateSource] = {}
+        from_lists: list[str] = []
+        for name, src in self.builder.sources.items():
+            fresh = copy.copy(src)  # the scoring parameters stay; use_lists replaces the matrices
+            if load_into(fresh, stored):
+                sources[name] = fresh
+                from_lists.append(name)
+            else:
+                sources[name] = src
+        builder = copy.copy(self.builder)
+        builder.sources = sources
+        report = {**self.report, "served_from_lists": _lists_report(stored, from_lists)}
+        return RankingCore(builder=builder, model=self.model, popular=self.popular, params=self.params,
+                           report=report, version=self.version, mmr_lambda=self.mmr_lambda,
+                           similarity=ItemSimilarity(sources))
+
+    @property
+    def served_lists_version(self) -> int | None:
+        """The model version whose stored lists serve some source (None: all fitted in-process)."""
+        served = self.report.get("served_from_lists") or {}
+        return served.get("version") if served.get("sources") else None
 
     @property
     def validation_ndcg(self) -> float:
@@ -351,6 +390,12 @@ def promote(model: BlendModel | LambdaRanker | EnsembleModel, selection: Selecti
     live_score = round(ndcg_at(queries, live.model.predict(queries.matrix), k), 6)
     return {"promoted": bool(new >= live_score), "new_ndcg": new, "live_ndcg": live_score,
             "live_version": live.version}
+
+
+def _lists_report(stored: StoredNeighbours | None, names: Sequence[str]) -> dict[str, Any]:
+    if stored is None or not names:
+        return {"version": None, "sources": []}
+    return {"version": stored.version, "sources": list(names)}
 
 
 def _selection_dict(s: Selection) -> dict[str, Any]:

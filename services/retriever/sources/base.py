@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
+import scipy.sparse as sp
 
 from shared.records import get_field
 
@@ -116,6 +117,41 @@ class ScoredSource:
     def candidates(self, *, history: Sequence[str], k: int, exclude: Container[str] = ()) -> Candidates:
         s = self.scores(history)
         return [] if s is None else top_positive(s, self.index, k=k, exclude=exclude)
+
+
+def matrix_from_lists(index: ItemIndex, lists: Mapping[str, Sequence[tuple[str, float]]]) -> sp.csr_matrix:
+    """The item x item matrix whose row ``a`` holds ``lists[a]`` (``(asin, score)`` pairs, any order);
+    rows and columns follow ``index``, pairs naming an item outside it are dropped."""
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    for asin, pairs in lists.items():
+        r = index.row.get(asin)
+        if r is None:
+            continue
+        for other, score in pairs:
+            c = index.row.get(other)
+            if c is not None:
+                rows.append(r)
+                cols.append(c)
+                vals.append(float(score))
+    n = len(index)
+    out = sp.csr_matrix((np.asarray(vals, dtype=np.float64), (rows, cols)), shape=(n, n))
+    out.sort_indices()
+    return out
+
+
+def matrix_lists(matrix: Any, index: ItemIndex) -> dict[str, list[tuple[str, float]]]:
+    """Every row of an item x item matrix as ``asin -> [(asin, score), ...]`` best first, ties by asin
+    (the stored form of ``shared.neighbours``; empty rows included)."""
+    matrix = matrix.tocsr()
+    out: dict[str, list[tuple[str, float]]] = {}
+    for r, asin in enumerate(index.asins):
+        start, end = matrix.indptr[r], matrix.indptr[r + 1]
+        cols, data = matrix.indices[start:end], matrix.data[start:end]
+        order = np.lexsort((cols, -data))
+        out[asin] = [(index.asins[int(cols[i])], float(data[i])) for i in order if data[i] != 0]
+    return out
 
 
 def row_candidates(matrix: Any, index: ItemIndex, asin: str, k: int) -> Candidates:

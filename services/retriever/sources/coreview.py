@@ -4,10 +4,14 @@
 keeps its ``neighbours`` best. A user's score for item ``j`` is the recency-weighted sum of
 ``sim(h, j)`` over their last ``history_length`` items ``h`` (weight ``decay ** steps_from_end``, so
 ``decay = 1`` is plain item-KNN).
+
+The same matrix can come from the Spark training job's stored lists (:meth:`CoReviewSource.from_lists`,
+``shared.neighbours``): the job computes exactly these numbers, so a source built from them scores
+like one fitted here on the same reviews.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +21,8 @@ from services.retriever.sources.base import (
     Candidates,
     ItemIndex,
     ScoredSource,
+    matrix_from_lists,
+    matrix_lists,
     recent_rows,
     row_candidates,
     user_sequences,
@@ -71,6 +77,26 @@ class CoReviewSource(ScoredSource):
         counts = np.asarray(x.sum(axis=0)).ravel()
         inv = sp.diags(1.0 / np.sqrt(np.maximum(counts, 1.0)))
         self.similarity = keep_top_per_row((inv @ co @ inv).tocsr(), self.neighbours)
+
+    @classmethod
+    def from_lists(cls, lists: Mapping[str, Sequence[tuple[str, float]]], *, items: Iterable[str] = (),
+                   **params: Any) -> CoReviewSource:
+        """A source whose similarity matrix is ``lists`` (``asin -> [(asin, cosine), ...]``, as
+        :meth:`as_lists` gives and the training job stores); ``items``: more items of the index (an
+        item with no neighbours still has a row)."""
+        source = cls(**params)
+        source.use_lists(lists, items=items)
+        return source
+
+    def use_lists(self, lists: Mapping[str, Sequence[tuple[str, float]]], *, items: Iterable[str] = ()) -> None:
+        """Take the similarity matrix from stored lists instead of fitting it (they hold at most
+        ``self.neighbours`` per item: the caller checks they were computed with that many)."""
+        self.index = ItemIndex([*lists, *(a for pairs in lists.values() for a, _ in pairs), *items])
+        self.similarity = matrix_from_lists(self.index, lists)
+
+    def as_lists(self) -> dict[str, list[tuple[str, float]]]:
+        """Every item's kept neighbours, best first (ties by asin): the stored form."""
+        return matrix_lists(self.similarity, self.index)
 
     def neighbours_of(self, asin: str, k: int = 10) -> Candidates:
         """The item's best co-review neighbours (what ``fit`` kept), best first."""

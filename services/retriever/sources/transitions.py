@@ -6,10 +6,14 @@ splits). Each item followed by another within ``window`` steps is a forward tran
 into "what comes next / came before, given ``a``". A user's score for ``j`` sums, over their last
 ``history_length`` items ``h`` weighted ``decay ** steps_from_end``,
 ``forward_weight * P(next = j | h) + backward_weight * P(before = j | h)``.
+
+``neighbours`` (None: all) keeps each row's best ``neighbours`` entries after the normalisation (the
+stored lists' top N). The matrices can come from the Spark training job's stored lists
+(:meth:`TransitionSource.from_lists`, ``shared.neighbours``), which hold exactly these numbers.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,10 +23,13 @@ from services.retriever.sources.base import (
     Candidates,
     ItemIndex,
     ScoredSource,
+    matrix_from_lists,
+    matrix_lists,
     recent_rows,
     row_candidates,
     user_sequences,
 )
+from services.retriever.sources.coreview import keep_top_per_row
 
 
 def _row_normalised(matrix: sp.csr_matrix) -> sp.csr_matrix:
@@ -37,12 +44,13 @@ class TransitionSource(ScoredSource):
     name = "transitions"
 
     def __init__(self, *, forward_weight: float = 1.0, backward_weight: float = 0.5, decay: float = 0.5,
-                 history_length: int = 5, window: int = 1) -> None:
+                 history_length: int = 5, window: int = 1, neighbours: int | None = None) -> None:
         self.forward_weight = forward_weight
         self.backward_weight = backward_weight
         self.decay = decay
         self.history_length = history_length
         self.window = window
+        self.neighbours = neighbours
         self.index = ItemIndex(())
         self.forward: sp.csr_matrix = sp.csr_matrix((0, 0))
         self.backward: sp.csr_matrix = sp.csr_matrix((0, 0))
@@ -66,8 +74,35 @@ class TransitionSource(ScoredSource):
                         val.append(1.0 / step)
         n = len(self.index)
         counts = sp.csr_matrix((np.asarray(val, dtype=np.float64), (src, dst)), shape=(n, n))  # duplicates sum
-        self.forward = _row_normalised(counts)
-        self.backward = _row_normalised(counts.T.tocsr())
+        self.forward = self._kept(_row_normalised(counts))
+        self.backward = self._kept(_row_normalised(counts.T.tocsr()))
+
+    def _kept(self, matrix: sp.csr_matrix) -> sp.csr_matrix:
+        if self.neighbours is None or self.neighbours <= 0:
+            return matrix
+        return keep_top_per_row(matrix, self.neighbours)
+
+    @classmethod
+    def from_lists(cls, *, forward: Mapping[str, Sequence[tuple[str, float]]],
+                   backward: Mapping[str, Sequence[tuple[str, float]]], items: Iterable[str] = (),
+                   **params: Any) -> TransitionSource:
+        """A source whose matrices are the stored lists (``asin -> [(asin, P), ...]``, as
+        :meth:`as_lists` gives and the training job stores for this source's ``window``)."""
+        source = cls(**params)
+        source.use_lists(forward=forward, backward=backward, items=items)
+        return source
+
+    def use_lists(self, *, forward: Mapping[str, Sequence[tuple[str, float]]],
+                  backward: Mapping[str, Sequence[tuple[str, float]]], items: Iterable[str] = ()) -> None:
+        """Take both matrices from stored lists instead of fitting them."""
+        self.index = ItemIndex([*forward, *backward, *items,
+                                *(a for lists in (forward, backward) for pairs in lists.values() for a, _ in pairs)])
+        self.forward = matrix_from_lists(self.index, forward)
+        self.backward = matrix_from_lists(self.index, backward)
+
+    def as_lists(self) -> tuple[dict[str, list[tuple[str, float]]], dict[str, list[tuple[str, float]]]]:
+        """(forward, backward) lists of every item, best first (ties by asin): the stored form."""
+        return matrix_lists(self.forward, self.index), matrix_lists(self.backward, self.index)
 
     def next_of(self, asin: str, k: int = 10) -> Candidates:
         """``P(next = j | asin)``, best first."""
