@@ -143,11 +143,12 @@ class LlmSettings(CommonSettings):
     LLM_THREADS: int = Field(0, ge=0, description="CPU threads for llama.cpp; 0 = library default")
     LLM_BATCH_SIZE: int = Field(8, ge=1, description="prompts per LLM batch (one forward pass on a GPU)")
     LLM_NICE: int = Field(
-        10,
+        19,
         ge=0,
         le=19,
-        description="niceness of the threads that run background LLM work (the profiler's jobs, the "
-        "explainer's LLM thread): on CPUs shared with the services, requests go first; 0 = unchanged",
+        description="niceness of the background LLM work (the profiler and explainer workers, and their "
+        "scheduler autogroups): on CPUs shared with the services, requests go first; 19 (the default) also "
+        "runs it under SCHED_IDLE, on CPU time nothing else wants; 0 = unchanged (dedicated GPU nodes)",
     )
 
 

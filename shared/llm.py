@@ -98,13 +98,19 @@ class LLM(Protocol):
 # --------------------------------------------------------------------------- model resolution
 
 
+#: the niceness at which background LLM work also runs under SCHED_IDLE
+IDLE_NICE = 19
+
+
 def background_priority(nice: int, *, whole_process: bool = False) -> bool:
     """Lower the CPU priority of the calling thread (Linux niceness is per thread; threads it starts,
     e.g. llama.cpp's, inherit it) so that background LLM work yields to request handling on a shared
     CPU. ``whole_process`` (a worker process that only runs LLM jobs) also lowers its scheduler
     autogroup: with autogroups on (the Linux default), each session competes as a group and a thread's
-    niceness counts only inside its own group. Raising niceness needs no privilege; a platform without
-    it is left as it is (False)."""
+    niceness counts only inside its own group. ``nice`` 19 (:data:`IDLE_NICE`, the workers' default)
+    also puts the thread under ``SCHED_IDLE``: it runs on CPU time nothing else wants, and a waking
+    request thread preempts it at once. Raising niceness needs no privilege; a platform without it is
+    left as it is (False)."""
     import os
 
     if nice <= 0 or not hasattr(os, "setpriority"):
@@ -114,6 +120,11 @@ def background_priority(nice: int, *, whole_process: bool = False) -> bool:
         os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
     except OSError:
         return False
+    if nice >= IDLE_NICE and hasattr(os, "sched_setscheduler"):
+        try:
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        except OSError:  # not Linux, or a sandbox that refuses it: the niceness stays
+            pass
     if whole_process:
         try:
             Path("/proc/self/autogroup").write_text(str(nice))

@@ -73,7 +73,7 @@ class ExplainerSettings(LlmSettings):
         "(unless asked at a better priority): the worker is idempotent, this only saves it repeated work")
     EXPLAINER_TASK_TIME_LIMIT_S: int = Field(600, ge=10, description="hard limit of one worker job")
     EXPLAINER_VISIBILITY_TIMEOUT_S: int = Field(
-        900, ge=10, description="Redis broker: an unacknowledged job is delivered again after this long")
+        900, ge=2, description="Redis broker: an unacknowledged job is delivered again after this long")
     EXPLAINER_CACHE_SIZE: int = Field(10_000, ge=0, description="in-process LRU entries (0 = off)")
     EXPLAINER_DB_CACHE: bool = True
 

@@ -68,7 +68,9 @@ def make_celery(settings: ExplainerSettings) -> Celery:
         task_ignore_result=True,  # the effect is the stored reason or re-rank; nobody waits on results
         broker_transport_options=({
             "visibility_timeout": settings.EXPLAINER_VISIBILITY_TIMEOUT_S,
-            "unacked_restore_interval": 10,
+            # sweep for abandoned jobs often enough that a short visibility timeout means fast recovery
+            "unacked_restore_interval": max(1, min(10, settings.EXPLAINER_VISIBILITY_TIMEOUT_S // 2)),
+            "unacked_restore_throttle": 1,
         } if settings.celery_broker_url.startswith(("redis", "rediss")) else {}),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,

@@ -262,3 +262,26 @@ def test_a_worker_process_lowers_its_whole_scheduling_group(tmp_path: Any) -> No
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          start_new_session=True, check=True).stdout.split()
     assert out == (["9", "9"] if has_groups else ["-", "9"])
+
+
+def test_the_default_worker_priority_is_idle_scheduling(tmp_path: Any) -> None:
+    """LLM_NICE 19 (the default): the worker's threads run under SCHED_IDLE, its autogroup at 19."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from shared.config import LlmSettings
+
+    assert LlmSettings().LLM_NICE == 19
+    has_groups = Path("/proc/self/autogroup").exists()
+    code = ("import os, threading; from pathlib import Path; from shared.llm import background_priority; "
+            "assert background_priority(19, whole_process=True); "
+            "g = Path('/proc/self/autogroup'); t = threading.Thread(target=lambda: print(os.sched_getscheduler(0))); "
+            "t.start(); t.join(); "
+            "print(g.read_text().split()[-1] if g.exists() else '-', os.sched_getscheduler(0))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         start_new_session=True, check=True).stdout.split()
+    idle = str(os.SCHED_IDLE)
+    # a thread it starts afterwards (llama.cpp's) inherits the policy
+    assert out == [idle, "19" if has_groups else "-", idle]

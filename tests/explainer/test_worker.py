@@ -5,6 +5,7 @@ from what the worker stored and templates, and queues what is missing."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -53,7 +54,7 @@ def run_worker(worker_settings: ExplainerSettings, tmp_path: Path) -> Iterator[A
     procs: list[subprocess.Popen[bytes]] = []
     log = tmp_path / "worker.log"
 
-    def start() -> subprocess.Popen[bytes]:
+    def start(log: Path = log, **extra: str) -> subprocess.Popen[bytes]:
         env = {**os.environ,
                **{f"RECSYS_{k}": str(v) for k, v in {
                    "ENVIRONMENT": "test", "HOME": tmp_path, "DATABASE_URL": worker_settings.database_url,
@@ -61,7 +62,7 @@ def run_worker(worker_settings: ExplainerSettings, tmp_path: Path) -> Iterator[A
                    "CELERY_RESULT_BACKEND": worker_settings.celery_result_backend,
                    "EXPLAINER_QUEUE": worker_settings.EXPLAINER_QUEUE,
                    "EXPLAINER_PRECOMPUTE_QUEUE": worker_settings.EXPLAINER_PRECOMPUTE_QUEUE,
-                   "LLM_BACKEND": "auto"}.items()}}
+                   "LLM_BACKEND": "auto", **extra}.items()}}
         p = subprocess.Popen([sys.executable, "-m", "tools.cli", "worker", "explainer"], env=env,
                              stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(p)
@@ -145,3 +146,30 @@ def test_a_broker_that_is_down_never_holds_a_request(worker_settings: ExplainerS
     from services.explainer.tasks import ENQUEUED
 
     assert ENQUEUED.labels("write_reasons", "failed")._value.get() >= 1
+
+
+def test_a_worker_killed_mid_job_loses_nothing_and_requests_never_notice(
+    worker_settings: ExplainerSettings, run_worker: Any, unique: str, tmp_path: Path
+) -> None:
+    """SIGKILL the worker while it re-ranks: requests keep their answers at once (pending, not
+    degraded); the job is delivered again to a second worker (acknowledged late) and stored once."""
+    cands = make_items(50, seed=32)
+    req = {"user_id": unique, "summary": SUMMARY, "profile_version": 1, "candidates": cands, "k": 5}
+    fast = {"EXPLAINER_VISIBILITY_TIMEOUT_S": "4"}
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    with TestClient(create_app(worker_settings)) as c:
+        first = run_worker(first_log, **fast)
+        assert c.post("/v1/rerank", json=req).json()["rerank"] == "pending"
+        _wait("the job to start", lambda: "write_rerank" in first_log.read_text()
+              and "received" in first_log.read_text(), timeout_s=300, every_s=0.05)
+        time.sleep(0.3)
+        os.killpg(first.pid, signal.SIGKILL)  # no goodbye: no ack, no requeue by the worker itself
+        first.wait(timeout=10)
+        during = c.post("/v1/rerank", json=req).json()
+        assert during["rerank"] == "pending", "the job finished before the kill; nothing was tested"
+        assert all(i["reason"] for i in during["items"]) and during["fallback"] is True
+        run_worker(second_log, **fast)
+        stored = _wait("the redelivered job", lambda: (b := c.post("/v1/rerank", json=req).json())["rerank"]
+                       == "stored" and b, timeout_s=300, every_s=1.0)
+    assert stored["parsed"] == 5 and len({i["parent_asin"] for i in stored["items"]}) == 5
+    assert "write_rerank" in second_log.read_text()
