@@ -52,6 +52,11 @@ class RetrieverSettings(CommonSettings):
     RETRIEVER_PROFILE_LISTENER: bool = Field(
         default=True, description="HTTP process listens on profiles.v1 to pre-compute profile vectors"
     )
+    RETRIEVER_MODELS_LISTENER: bool = Field(
+        default=True,
+        description="HTTP process listens on models.v1: a newly live model version's neighbour lists are "
+        "looked for at once (the ranking core serves co-review / transitions from them)",
+    )
     RETRIEVER_SYNC_ON_START: bool = Field(
         default=True, description="HTTP process catches the newest snapshot up with the DB before serving"
     )

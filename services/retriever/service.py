@@ -37,7 +37,7 @@ from services.retriever.sync import bootstrap, load_compatible
 from services.retriever.users import RequestConnection, UserLookup
 from shared import events
 from shared.db import database_check, session_scope
-from shared.events import ProfileEvent
+from shared.events import ModelEvent, ProfileEvent
 from shared.http import DomainError, NotFound
 from shared.logging import get_logger
 
@@ -81,6 +81,7 @@ class RetrieverService:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._profile_loop: Any = None
+        self._models_loop: Any = None
         self.last_error: str | None = None
         # hybrid's ranking core, fitted in its own thread so a long fit never delays index refreshes
         self.ranker: LiveRanker | None = (
@@ -117,11 +118,16 @@ class RetrieverService:
             p = threading.Thread(target=self._listen_profiles, name="retriever-profiles", daemon=True)
             p.start()
             self._threads.append(p)
+        if self.ranker is not None and self.settings.RETRIEVER_MODELS_LISTENER:
+            m = threading.Thread(target=self._listen_models, name="retriever-models", daemon=True)
+            m.start()
+            self._threads.append(m)
 
     def stop(self) -> None:
         self._stop.set()
-        if self._profile_loop is not None:
-            self._profile_loop.stop()
+        for loop in (self._profile_loop, self._models_loop):
+            if loop is not None:
+                loop.stop()
         for t in self._threads:
             t.join(timeout=15)
 
@@ -271,6 +277,49 @@ class RetrieverService:
                 continue
             if ev.status == "ready":
                 self.users.remember_profile(ev)
+
+    # ---- models.v1 ------------------------------------------------------------------------------
+    def _listen_models(self) -> None:
+        """Wake the ranking core when a model version goes live (its neighbour lists may serve now).
+
+        Like the profile listener: a consumer group per process, from the latest offset. A missed
+        event costs nothing but time: the refit pass looks at the live versions every
+        ``RETRIEVER_RANKER_REFIT_S`` anyway."""
+        from shared.kafka import ConsumerLoop
+
+        group = f"retriever-models-{socket.gethostname()}-{os.getpid()}"
+        while not self._stop.is_set():
+            try:
+                self._models_loop = ConsumerLoop(
+                    settings=self.settings,
+                    topics=[events.MODELS],
+                    group_id=group,
+                    handler=self.handle_model_events,
+                    name="retriever-models",
+                    consumer_overrides={"auto_offset_reset": "latest"},
+                )
+                if self._stop.is_set():
+                    return
+                self._models_loop.run()
+            except Exception as e:
+                log.warning("models listener failed; retrying in 5s", extra={"error": str(e)[:300]})
+            self._stop.wait(5.0)
+
+    def handle_model_events(self, records: Sequence[Any]) -> None:
+        """A promoted model version: the ranker's next pass (at once) looks for its lists."""
+        from shared.kafka import decode_value
+
+        for r in records:
+            try:
+                ev = ModelEvent.model_validate(decode_value(r))
+            except ValueError:
+                log.warning(
+                    "invalid models.v1 event skipped", extra={"partition": r.partition, "offset": r.offset}
+                )
+                continue
+            if ev.promoted and self.ranker is not None:
+                log.info("model version live: ranker wakes", extra={"kind": ev.kind, "version": ev.version})
+                self.ranker.wake()
 
     # ---- queries --------------------------------------------------------------------------------
     def current(self) -> tuple[IndexSnapshot, Catalog]:

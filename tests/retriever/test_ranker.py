@@ -29,7 +29,8 @@ def rsettings(settings: CommonSettings, own_db: str, tmp_path_factory: pytest.Te
     return service_settings(
         RetrieverSettings, settings, DATABASE_URL=own_db, HOME=tmp_path_factory.mktemp("retriever-home"),
         TOPIC_PREFIX=f"t{uuid.uuid4().hex[:6]}.", RETRIEVER_POLL_S=0.2, RETRIEVER_CATALOG_REFRESH_S=0.5,
-        RETRIEVER_PROFILE_LISTENER=False, RETRIEVER_RANKER=True, RETRIEVER_RANKER_REFIT_S=0.5)
+        RETRIEVER_PROFILE_LISTENER=False, RETRIEVER_MODELS_LISTENER=False, RETRIEVER_RANKER=True,
+        RETRIEVER_RANKER_REFIT_S=0.5)
 
 
 def busiest(reviews: list[dict[str, Any]]) -> tuple[str, set[str]]:
