@@ -48,6 +48,19 @@ class AlsSettings(CommonSettings):
         description="explicit model: keep the ALS factors only when they lower the validation RMSE of the "
         "user+item bias baseline (a leave-last-out split of the training part); otherwise serve the biases",
     )
+    ALS_NEIGHBOURS: bool = Field(
+        True,
+        description="the training run also computes per-item co-review neighbours and transitions in Spark "
+        "and stores them with the model version (the retriever serves its co-review / transition sources "
+        "from them)",
+    )
+    ALS_NEIGHBOURS_TOP: int = Field(100, ge=1, description="co-review neighbours kept per item")
+    ALS_NEIGHBOURS_WINDOWS: list[int] = Field(
+        default_factory=lambda: [1, 2], description="transition windows (steps apart) stored, JSON"
+    )
+    ALS_NEIGHBOURS_TRANSITIONS_TOP: int = Field(
+        0, ge=0, description="transitions kept per item and direction; 0 = all (they grow linearly)"
+    )
     ALS_RATINGS_PARQUET: str = Field("", description="read ratings from this Parquet path instead of the DB")
 
     # Retraining.

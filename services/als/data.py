@@ -15,18 +15,21 @@ from shared.models import Review
 COLUMNS = ["user_id", "parent_asin", "rating", "timestamp"]
 
 
-def load_ratings(settings: AlsSettings) -> pd.DataFrame:
-    """All ratings as ``DataFrame[user_id, parent_asin, rating, timestamp]`` (one row per user-item pair).
+def read_reviews(settings: AlsSettings) -> pd.DataFrame:
+    """Every review as ``DataFrame[user_id, parent_asin, rating, timestamp]``, as stored (repeats kept).
 
     Reads ``ALS_RATINGS_PARQUET`` when set (large exports), else the ``reviews`` table.
     """
     if settings.ALS_RATINGS_PARQUET:
-        frame = pd.read_parquet(settings.ALS_RATINGS_PARQUET, columns=COLUMNS)
-    else:
-        query = select(Review.user_id, Review.parent_asin, Review.rating, Review.timestamp)
-        with get_engine(settings.database_url).connect() as conn:
-            frame = pd.read_sql(query, conn)
-    return clean_ratings(frame)
+        return pd.read_parquet(settings.ALS_RATINGS_PARQUET, columns=COLUMNS)
+    query = select(Review.user_id, Review.parent_asin, Review.rating, Review.timestamp)
+    with get_engine(settings.database_url).connect() as conn:
+        return pd.read_sql(query, conn)
+
+
+def load_ratings(settings: AlsSettings) -> pd.DataFrame:
+    """All ratings as ``DataFrame[user_id, parent_asin, rating, timestamp]`` (one row per user-item pair)."""
+    return clean_ratings(read_reviews(settings))
 
 
 def clean_ratings(frame: pd.DataFrame) -> pd.DataFrame:

@@ -6,6 +6,7 @@ row per (user, rank): tens of millions of rows on All_Beauty-sized data.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +20,7 @@ from services.als.model import FittedModel
 from shared.als_topn import user_topn
 from shared.db import get_engine, session_scope
 from shared.logging import get_logger
-from shared.models import AlsFactor, AlsItemIndex, AlsLock, AlsModel, AlsState, AlsTopN, Review
+from shared.models import AlsFactor, AlsItemIndex, AlsLock, AlsModel, AlsState, AlsTopN, ItemNeighbours, Review
 
 log = get_logger(__name__)
 
@@ -219,6 +220,32 @@ def write_top_n(url: str, *, version: int, model: FittedModel, n: int) -> int:
     )
 
 
+def write_neighbours(url: str, *, version: int, lists: dict[str, dict[str, list[tuple[str, float]]]]) -> int:
+    """Every item's neighbour lists of a version (``shared.neighbours``), one row per (kind, item):
+    ``[[asin, score], ...]`` as JSON (floats written with repr, so they read back exactly). Written
+    while the version is ``training``; the status flip makes them live. Returns the rows written."""
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        for kind, by_item in lists.items():
+            for asin, pairs in by_item.items():
+                yield version, kind, asin, json.dumps([[a, float(s)] for a, s in pairs])
+
+    return bulk_insert(
+        url, ItemNeighbours.__tablename__, ["model_version", "kind", "parent_asin", "neighbours"], rows()
+    )
+
+
+def count_neighbour_rows(url: str, *, version: int) -> dict[str, int]:
+    """Rows per kind of a version's neighbour lists."""
+    with session_scope(url) as s:
+        rows = s.execute(
+            select(ItemNeighbours.kind, func.count())
+            .where(ItemNeighbours.model_version == version)
+            .group_by(ItemNeighbours.kind)
+        ).all()
+    return {str(k): int(n) for k, n in rows}
+
+
 def bulk_insert(
     url: str,
     table: str,
@@ -266,7 +293,7 @@ def bulk_insert(
 
 
 def drop_artifacts(url: str, *, versions: Iterable[int]) -> None:
-    """Delete the (large) factor and top-N rows of versions that will never serve again."""
+    """Delete the (large) factor, top-N and neighbour rows of versions that will never serve again."""
     versions = list(versions)
     if not versions:
         return
@@ -274,6 +301,7 @@ def drop_artifacts(url: str, *, versions: Iterable[int]) -> None:
         s.execute(delete(AlsTopN).where(AlsTopN.model_version.in_(versions)))
         s.execute(delete(AlsItemIndex).where(AlsItemIndex.model_version.in_(versions)))
         s.execute(delete(AlsFactor).where(AlsFactor.model_version.in_(versions)))
+        s.execute(delete(ItemNeighbours).where(ItemNeighbours.model_version.in_(versions)))
 
 
 def prunable_versions(session: Session, *, kind: str, keep_retired: int = 1) -> list[int]:

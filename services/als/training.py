@@ -1,6 +1,7 @@
 """One training run end to end: lease, load, split, fit, evaluate, refit, write, promote, publish.
 
-A run never leaves half a model serving: factors and top-N rows are written under the new version
+A run never leaves half a model serving: factors, top-N rows and (``ALS_NEIGHBOURS``) the per-item
+co-review and transition lists (:mod:`services.als.neighbours`) are written under the new version
 while it is still ``training``; the status flip (old live -> retired, new -> live) and the
 models.v1 outbox row happen in one transaction at the very end. Any exception marks the version
 ``failed`` with its cause and the live version keeps serving.
@@ -17,7 +18,7 @@ from typing import Any
 
 from services.als import store
 from services.als.config import AlsSettings
-from services.als.data import leave_last_out, load_ratings, make_split
+from services.als.data import clean_ratings, leave_last_out, make_split, read_reviews
 from services.als.evaluation import evaluate
 from services.als.model import AlsParams, FittedModel, fit
 from services.als.trigger import mark_started
@@ -187,7 +188,8 @@ def _train_version(
     url = settings.database_url
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    ratings = load_ratings(settings)
+    reviews = read_reviews(settings)
+    ratings = clean_ratings(reviews)
     timings["load_s"] = time.perf_counter() - t
     if len(ratings) < settings.ALS_MIN_RATINGS:
         raise ValueError(f"only {len(ratings)} ratings; need at least {settings.ALS_MIN_RATINGS}")
@@ -222,6 +224,10 @@ def _train_version(
         store.write_factors(url, version=version, model=model)
         store.write_top_n(url, version=version, model=model, n=settings.ALS_TOP_N)
         timings["write_s"] = time.perf_counter() - t
+        if settings.ALS_NEIGHBOURS:
+            t = time.perf_counter()
+            metrics["neighbours"] = write_neighbour_lists(settings, version=version, reviews=reviews, spark=spark)
+            timings["neighbours_s"] = time.perf_counter() - t
     metrics["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
     metrics["promotion"] = reason
 
@@ -250,6 +256,24 @@ def _train_version(
         params=params.to_dict(),
         reason=reason,
     )
+
+
+def write_neighbour_lists(settings: AlsSettings, *, version: int, reviews: Any, spark: Any) -> dict[str, Any]:
+    """Co-review neighbours and transitions of every item, computed in Spark from the reviews the run
+    loaded (repeats included, as the retriever's sources read them) and stored under ``version``;
+    returns what goes into the run's ``metrics["neighbours"]`` (the data fingerprint the retriever
+    matches, the counts)."""
+    from services.als.neighbours import compute_neighbours
+
+    result = compute_neighbours(
+        reviews,
+        spark=spark,
+        top=settings.ALS_NEIGHBOURS_TOP,
+        windows=settings.ALS_NEIGHBOURS_WINDOWS,
+        transitions_top=settings.ALS_NEIGHBOURS_TRANSITIONS_TOP,
+    )
+    rows = store.write_neighbours(settings.database_url, version=version, lists=result.lists)
+    return {**result.meta, "rows": rows}
 
 
 def _finish(

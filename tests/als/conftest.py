@@ -40,6 +40,8 @@ def als_settings(settings: CommonSettings, als_db_url: str, session_home: Path) 
         ALS_TRAIN_EXECUTOR="thread",
         ALS_RETRAIN_INTERVAL_S=0,
         ALS_LOCK_TTL_S=60,
+        # the neighbour lists cost a few Spark jobs per run: only test_neighbours.py computes them
+        ALS_NEIGHBOURS=False,
     )
     # Training publishes models.v1 through shared.outbox.publish, which keeps a producer per broker:
     # close it while the session broker is still up.
