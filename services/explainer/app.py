@@ -63,8 +63,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     elif reasoner is True:
         reasoner = await asyncio.to_thread(partial(load_reasoner, settings=settings))
     db_url = settings.database_url if settings.EXPLAINER_DB_CACHE else None
-    cache = ReasonCache(database_url=db_url, lru_size=settings.EXPLAINER_CACHE_SIZE)
-    reranks = RerankStore(database_url=db_url, lru_size=settings.EXPLAINER_CACHE_SIZE)
+    miss_ttl = settings.EXPLAINER_MISS_TTL_S if remote is not None else 0.0  # only the worker writes then
+    cache = ReasonCache(database_url=db_url, lru_size=settings.EXPLAINER_CACHE_SIZE, miss_ttl_s=miss_ttl)
+    reranks = RerankStore(database_url=db_url, lru_size=settings.EXPLAINER_CACHE_SIZE, miss_ttl_s=miss_ttl)
     app.state.explainer = Explainer(settings=settings, reasoner=reasoner or None, cache=cache, reranks=reranks,
                                     remote=remote)
     listener = (ProfileListener(app.state.explainer)

@@ -75,6 +75,9 @@ class ExplainerSettings(LlmSettings):
     EXPLAINER_VISIBILITY_TIMEOUT_S: int = Field(
         900, ge=2, description="Redis broker: an unacknowledged job is delivered again after this long")
     EXPLAINER_CACHE_SIZE: int = Field(10_000, ge=0, description="in-process LRU entries (0 = off)")
+    EXPLAINER_MISS_TTL_S: float = Field(
+        5.0, ge=0, description="a reason or re-rank not stored yet is looked up in the database again after this "
+        "long, not on every request (0 = every request); what the worker writes is served at most this late")
     EXPLAINER_DB_CACHE: bool = True
 
 

@@ -286,13 +286,12 @@ class Explainer:
             degraded = True  # asked for the LLM, this deployment has none: say so
         if use_llm and items:
             model = self.backend_name
-            cached = await asyncio.to_thread(
-                self.cache.get_many,
-                user_id=req.user_id,
-                profile_version=req.profile_version,
-                model_name=model,
-                asins=[i.parent_asin for i in items],
-            )
+            asins = [i.parent_asin for i in items]
+            cached, read = self.cache.in_memory(user_id=req.user_id, profile_version=req.profile_version,
+                                                model_name=model, asins=asins)
+            if read:  # the database only when memory cannot answer (a thread hop costs more than the rest)
+                cached = await asyncio.to_thread(self.cache.get_many, user_id=req.user_id,
+                                                 profile_version=req.profile_version, model_name=model, asins=asins)
             CACHE.labels("hit").inc(len(cached))
             CACHE.labels("miss").inc(len(items) - len(cached))
             todo = [i for i, it in enumerate(items) if it.parent_asin not in cached]
@@ -541,7 +540,9 @@ class Explainer:
         key = self.rerank_key(user_id=req.user_id, profile_version=req.profile_version,
                               catalog_version=req.catalog_version, summary=req.summary, candidates=cands)
         if (req.mode == "auto" and not self.settings.EXPLAINER_INLINE_LLM) or self.reasoner is None:
-            stored = await asyncio.to_thread(self.reranks.get, key)
+            stored, read = self.reranks.in_memory(key)
+            if read:
+                stored = await asyncio.to_thread(self.reranks.get, key)
             if stored is not None:
                 if self.remote is not None:
                     self.remote.forget(key)
