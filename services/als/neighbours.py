@@ -63,6 +63,12 @@ def interactions_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def reviews_fingerprint(frame: pd.DataFrame) -> str:
+    """The data fingerprint of these reviews (``shared.neighbours.interactions_fingerprint``)."""
+    frame = interactions_frame(frame)
+    return interactions_fingerprint(zip(frame["user_id"], frame["parent_asin"], frame["timestamp"], strict=True))
+
+
 def compute_neighbours(
     interactions: pd.DataFrame,
     *,
@@ -86,8 +92,7 @@ def compute_neighbours(
     finally:
         df.unpersist()
     meta = {
-        "fingerprint": interactions_fingerprint(
-            zip(frame["user_id"], frame["parent_asin"], frame["timestamp"], strict=True)),
+        "fingerprint": reviews_fingerprint(frame),
         "interactions": len(frame),
         "items": len(universe),
         "top": int(top),

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -233,6 +233,27 @@ def write_neighbours(url: str, *, version: int, lists: dict[str, dict[str, list[
     return bulk_insert(
         url, ItemNeighbours.__tablename__, ["model_version", "kind", "parent_asin", "neighbours"], rows()
     )
+
+
+def copy_neighbours(url: str, *, from_version: int, to_version: int) -> int:
+    """Copy a version's neighbour rows to another version (same reviews, same settings: no recount);
+    returns the rows copied."""
+    table = ItemNeighbours.__table__
+    cols = [table.c.kind, table.c.parent_asin, table.c.neighbours]
+    with session_scope(url) as s:
+        s.execute(
+            insert(table).from_select(
+                ["model_version", "kind", "parent_asin", "neighbours"],
+                select(literal(to_version), *cols).where(table.c.model_version == from_version),
+            )
+        )
+    # counted, not the cursor's rowcount: psycopg reports -1 for INSERT ... SELECT here
+    return sum(count_neighbour_rows(url, version=to_version).values())
+
+
+def drop_neighbours(url: str, *, version: int) -> None:
+    with session_scope(url) as s:
+        s.execute(delete(ItemNeighbours).where(ItemNeighbours.model_version == version))
 
 
 def count_neighbour_rows(url: str, *, version: int) -> dict[str, int]:

@@ -262,9 +262,23 @@ def write_neighbour_lists(settings: AlsSettings, *, version: int, reviews: Any, 
     """Co-review neighbours and transitions of every item, computed in Spark from the reviews the run
     loaded (repeats included, as the retriever's sources read them) and stored under ``version``;
     returns what goes into the run's ``metrics["neighbours"]`` (the data fingerprint the retriever
-    matches, the counts)."""
-    from services.als.neighbours import compute_neighbours
+    matches, the counts). When a live version (of either kind) already holds lists of exactly these
+    reviews with the same settings, its rows are copied instead of counted again."""
+    from services.als.neighbours import compute_neighbours, reviews_fingerprint
+    from shared.neighbours import live_neighbour_versions
 
+    t0 = time.perf_counter()
+    url = settings.database_url
+    fingerprint = reviews_fingerprint(reviews)
+    same = {"top": settings.ALS_NEIGHBOURS_TOP, "transitions_top": settings.ALS_NEIGHBOURS_TRANSITIONS_TOP,
+            "windows": sorted({int(w) for w in settings.ALS_NEIGHBOURS_WINDOWS})}
+    for live_version, meta in live_neighbour_versions(url):
+        if meta.get("fingerprint") == fingerprint and all(meta.get(k) == v for k, v in same.items()):
+            rows = store.copy_neighbours(url, from_version=live_version, to_version=version)
+            if rows == meta.get("rows"):
+                return {**meta, "rows": rows, "copied_from": live_version,
+                        "seconds": round(time.perf_counter() - t0, 3)}
+            store.drop_neighbours(url, version=version)  # pruned meanwhile: count them after all
     result = compute_neighbours(
         reviews,
         spark=spark,
@@ -272,7 +286,7 @@ def write_neighbour_lists(settings: AlsSettings, *, version: int, reviews: Any, 
         windows=settings.ALS_NEIGHBOURS_WINDOWS,
         transitions_top=settings.ALS_NEIGHBOURS_TRANSITIONS_TOP,
     )
-    rows = store.write_neighbours(settings.database_url, version=version, lists=result.lists)
+    rows = store.write_neighbours(url, version=version, lists=result.lists)
     return {**result.meta, "rows": rows}
 
 

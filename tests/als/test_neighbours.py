@@ -227,11 +227,25 @@ def test_a_models_event_makes_the_retriever_reload_the_lists(
     assert not ranker.due()
 
 
+def test_a_run_on_the_same_reviews_copies_the_live_lists(
+    trained: dict[str, Any], nb_settings: AlsSettings, spark: Any
+) -> None:
+    """The implicit model trained on the same reviews: its lists are the explicit version's rows, copied."""
+    url, first = nb_settings.database_url, trained["result"].version
+    result = run_training(nb_settings, implicit=True, spark=spark)
+    assert result.status == "live" and result.version != first
+    meta = result.metrics["neighbours"]
+    assert meta["copied_from"] == first and meta["rows"] == trained["result"].metrics["neighbours"]["rows"]
+    assert load_neighbours(url, version=result.version).lists == load_neighbours(url, version=first).lists
+    assert [v for v, _ in live_neighbour_versions(url)] == [result.version, first]
+    trained["implicit"] = result.version
+
+
 def test_pruned_lists_go_with_the_version_and_the_retriever_fits_itself(
     trained: dict[str, Any], nb_settings: AlsSettings
 ) -> None:
-    url, version = nb_settings.database_url, trained["result"].version
-    store.drop_artifacts(url, versions=[version])
+    url = nb_settings.database_url
+    store.drop_artifacts(url, versions=[trained["result"].version, trained.get("implicit", -1)])
     with session_scope(url) as s:
         assert s.execute(select(func.count()).select_from(ItemNeighbours)).scalar_one() == 0
     ranker = LiveRanker(database_url=url, refit_s=3600, tune_users=300)
