@@ -242,7 +242,7 @@ def copy_neighbours(url: str, *, from_version: int, to_version: int) -> int:
     cols = [table.c.kind, table.c.parent_asin, table.c.neighbours]
     with session_scope(url) as s:
         s.execute(
-            insert(table).from_select(
+            insert(ItemNeighbours).from_select(
                 ["model_version", "kind", "parent_asin", "neighbours"],
                 select(literal(to_version), *cols).where(table.c.model_version == from_version),
             )
