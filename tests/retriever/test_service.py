@@ -166,3 +166,44 @@ def test_profiles_published_to_the_broker_reach_a_running_retriever(
     finally:
         producer.close()
         svc.stop()
+
+
+class WakeRecorder:
+    """Stands in for the LiveRanker: never due (no fit), counts the wakes models.v1 gives it."""
+
+    def __init__(self) -> None:
+        self.woken = 0
+
+    def due(self) -> bool:
+        return False
+
+    def wake(self) -> None:
+        self.woken += 1
+
+
+def test_models_published_to_the_broker_wake_the_ranker(rsettings: RetrieverSettings, loaded: Any,
+                                                         counting: CountingEncoder) -> None:
+    """The real models.v1 listener (its own group, from the latest offset): a promoted model version
+    wakes the ranking core, which then looks for that version's neighbour lists."""
+    from shared.events import MODELS, ModelEvent
+    from shared.kafka import ensure_topics, make_producer
+
+    settings = rsettings.model_copy(update={"RETRIEVER_RANKER": True, "RETRIEVER_MODELS_LISTENER": True})
+    ensure_topics(settings, [MODELS])
+    svc = RetrieverService(settings, encoder=counting)
+    recorder = WakeRecorder()
+    svc.ranker = recorder  # type: ignore[assignment]
+    svc.start()
+    producer = make_producer(settings)
+    try:
+        assert svc.wait_ready(120), svc.last_error
+        event = ModelEvent(kind="explicit", version=41, promoted=True).model_dump(mode="json")
+        deadline = time.monotonic() + 60
+        while not recorder.woken and time.monotonic() < deadline:  # until the listener has joined
+            producer.send(settings.topic(MODELS), key="explicit", value=event)
+            producer.flush()
+            time.sleep(1.0)
+        assert recorder.woken, "no models.v1 event reached the listener within 60 s"
+    finally:
+        producer.close()
+        svc.stop()
