@@ -43,6 +43,9 @@ log = get_logger(__name__)
 TASK_REASONS = "services.explainer.tasks.write_reasons"
 TASK_RERANK = "services.explainer.tasks.write_rerank"
 TASK_PRECOMPUTE = "services.explainer.tasks.precompute"
+TASK_BATCH = "services.explainer.tasks.run_batch"
+#: jobs per broker message at most
+BATCH = 32
 
 ENQUEUED = Counter(
     "recsys_explainer_jobs_enqueued_total", "Jobs sent to the explainer worker", ["task", "result"]
@@ -54,7 +57,8 @@ MAX_MARKS = 50_000
 
 def make_celery(settings: ExplainerSettings) -> Celery:
     """The Celery app of the explainer worker's queues (the worker runs it, the serving explainer sends)."""
-    app = Celery("recsys-explainer", broker=settings.celery_broker_url, backend=settings.celery_result_backend)
+    # no result backend: the effect of a job is what it stores, and nobody waits on results
+    app = Celery("recsys-explainer", broker=settings.celery_broker_url)
     app.conf.update(
         task_default_queue=settings.EXPLAINER_QUEUE,
         task_acks_late=True,
@@ -90,6 +94,8 @@ class CeleryJobs:
         self._marks: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._lock = threading.Lock()
         self._waiting = 0
+        self._outbox: list[tuple[str, str, list[Any], str]] = []  # (queue, task, args, mark) not sent yet
+        self._flushing = False
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explainer-enqueue")
 
     def _claim(self, mark: str, priority: int) -> bool:
@@ -114,47 +120,70 @@ class CeleryJobs:
         if not self._claim(mark, priority):
             ENQUEUED.labels(short, "deduplicated").inc()
             return True
+        queue = self.settings.EXPLAINER_PRECOMPUTE_QUEUE if priority >= PRECOMPUTED else self.settings.EXPLAINER_QUEUE
         with self._lock:
             if self._waiting >= max(1, self.settings.EXPLAINER_BACKGROUND_QUEUE):
                 self._marks.pop(mark, None)
                 ENQUEUED.labels(short, "dropped").inc()
                 return False
             self._waiting += 1
-        queue = self.settings.EXPLAINER_PRECOMPUTE_QUEUE if priority >= PRECOMPUTED else self.settings.EXPLAINER_QUEUE
-        try:
-            self._pool.submit(self._publish, task, queue, args, mark)
-        except RuntimeError:  # shutting down
-            with self._lock:
-                self._waiting -= 1
-                self._marks.pop(mark, None)
-            return False
+            self._outbox.append((queue, task, args, mark))
+            flush = not self._flushing
+            self._flushing = True
+        if flush:
+            try:
+                self._pool.submit(self._flush)
+            except RuntimeError:  # shutting down
+                with self._lock:
+                    self._flushing = False
+                return False
         return True
 
-    def _publish(self, task: str, queue: str, args: list[Any], mark: str) -> None:
-        short = task.rsplit(".", 1)[-1]
+    def _flush(self) -> None:
+        """Send what waits, a batch of up to ``BATCH`` jobs per message and queue: a broker send costs
+        milliseconds of CPU (the embedded SQLite transport: 3 ms), so a burst of first requests (every
+        user's reasons at once) is a few sends, not one per request."""
+        while True:
+            with self._lock:
+                todo, self._outbox = self._outbox, []
+                if not todo:
+                    self._flushing = False
+                    return
+            by_queue: dict[str, list[tuple[str, list[Any], str]]] = {}
+            for queue, task, args, mark in todo:
+                by_queue.setdefault(queue, []).append((task, args, mark))
+            for queue, jobs in by_queue.items():
+                for start in range(0, len(jobs), BATCH):
+                    self._publish(queue, jobs[start : start + BATCH])
+
+    def _publish(self, queue: str, jobs: list[tuple[str, list[Any], str]]) -> None:
         try:
-            self.app.send_task(task, args=args, queue=queue, retry=True,
+            body = [[task, [_dump_arg(a) for a in args]] for task, args, _ in jobs]
+            self.app.send_task(TASK_BATCH, args=[body], queue=queue, retry=True,
                                retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5,
                                              "interval_max": 1})
-            ENQUEUED.labels(short, "sent").inc()
-        except Exception as e:  # the next ask queues it again; the request was answered with templates
+            for task, _, _ in jobs:
+                ENQUEUED.labels(task.rsplit(".", 1)[-1], "sent").inc()
+        except Exception as e:  # the next ask queues them again; the requests were answered with templates
             with self._lock:
-                self._marks.pop(mark, None)
-            ENQUEUED.labels(short, "failed").inc()
-            log.warning("explainer job not queued", extra={"task": short, "error": str(e)[:300]})
+                for _, _, mark in jobs:
+                    self._marks.pop(mark, None)
+            for task, _, _ in jobs:
+                ENQUEUED.labels(task.rsplit(".", 1)[-1], "failed").inc()
+            log.warning("explainer jobs not queued", extra={"jobs": len(jobs), "error": str(e)[:300]})
         finally:
             with self._lock:
-                self._waiting -= 1
+                self._waiting -= len(jobs)
 
     def reasons(self, *, priority: int, user_id: str | None, profile_version: int, terms: list[str],
                 items: Sequence[Any], key: Any) -> bool:
         return self._send(TASK_REASONS, priority=priority, key=("reasons", *key),
-                          args=[user_id, profile_version, list(terms), [_dump(i) for i in items], priority])
+                          args=[user_id, profile_version, list(terms), list(items), priority])
 
     def rerank(self, *, priority: int, key: RerankKey, summary: str | None, candidates: Sequence[Any],
                k: int) -> bool:
         return self._send(TASK_RERANK, priority=priority, key=key,
-                          args=[list(key), summary, [_dump(c) for c in candidates], k, priority])
+                          args=[list(key), summary, list(candidates), k, priority])
 
     def precompute(self, *, user_id: str, version: int) -> bool:
         return self._send(TASK_PRECOMPUTE, priority=PRECOMPUTED, key=("precompute", user_id, version),
@@ -171,7 +200,13 @@ class CeleryJobs:
 
 def _dump(item: Any) -> Any:
     dump = getattr(item, "model_dump", None)
-    return dump(mode="json") if callable(dump) else dict(item)
+    return dump(mode="json") if callable(dump) else item
+
+
+def _dump_arg(arg: Any) -> Any:
+    """A job argument as JSON: lists of items (pydantic models) are dumped on the send thread, not in
+    the request."""
+    return [_dump(a) for a in arg] if isinstance(arg, list) else arg
 
 
 # ------------------------------------------------------------------ the worker
@@ -255,3 +290,27 @@ def write_rerank(key: list[Any], summary: str | None, candidates: list[dict[str,
 def precompute(user_id: str, version: int) -> dict[str, Any]:
     """A ready profile: the user's llm_only re-rank and the reasons of their hybrid top items."""
     return {"items": worker_explainer().precompute(user_id=user_id, version=version)}
+
+
+_JOBS = {TASK_REASONS: write_reasons, TASK_RERANK: write_rerank, TASK_PRECOMPUTE: precompute}
+
+
+@celery_app.task(name=TASK_BATCH, acks_late=True)
+def run_batch(jobs: list[list[Any]]) -> dict[str, int]:
+    """The jobs the serving explainer sent together (``[[task name, args], ...]``), one after another; a
+    job that fails is logged and the others still run (each is idempotent, so a batch delivered again
+    after a crash redoes only what is not stored)."""
+    done = failed = 0
+    for name, args in jobs:
+        fn = _JOBS.get(str(name))
+        if fn is None:
+            log.warning("unknown explainer job", extra={"task": str(name)[:100]})
+            failed += 1
+            continue
+        try:
+            fn(*args)
+            done += 1
+        except Exception:
+            failed += 1
+            log.exception("explainer job failed", extra={"task": name})
+    return {"done": done, "failed": failed}
