@@ -31,11 +31,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
 from prometheus_client import Counter
 
 from services.explainer.config import ExplainerSettings, get_settings
 from services.explainer.service import PRECOMPUTED, REQUESTED, Explainer, RerankKey
+from shared.celery import at_worker_start, reliable_conf
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -61,23 +61,9 @@ def make_celery(settings: ExplainerSettings) -> Celery:
     app = Celery("recsys-explainer", broker=settings.celery_broker_url)
     app.conf.update(
         task_default_queue=settings.EXPLAINER_QUEUE,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_time_limit=settings.EXPLAINER_TASK_TIME_LIMIT_S,
-        task_soft_time_limit=max(5, settings.EXPLAINER_TASK_TIME_LIMIT_S - 30),
-        task_serializer="json",
-        accept_content=["json"],
-        result_serializer="json",
-        task_ignore_result=True,  # the effect is the stored reason or re-rank; nobody waits on results
-        broker_transport_options=({
-            "visibility_timeout": settings.EXPLAINER_VISIBILITY_TIMEOUT_S,
-            # sweep for abandoned jobs often enough that a short visibility timeout means fast recovery
-            "unacked_restore_interval": max(1, min(10, settings.EXPLAINER_VISIBILITY_TIMEOUT_S // 2)),
-            "unacked_restore_throttle": 1,
-        } if settings.celery_broker_url.startswith(("redis", "rediss")) else {}),
-        broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False,
+        **reliable_conf(broker_url=settings.celery_broker_url,
+                        visibility_timeout_s=settings.EXPLAINER_VISIBILITY_TIMEOUT_S,
+                        time_limit_s=settings.EXPLAINER_TASK_TIME_LIMIT_S),
     )
     return app
 
@@ -140,7 +126,7 @@ class CeleryJobs:
         return True
 
     def _flush(self) -> None:
-        """Send what waits, a batch of up to ``BATCH`` jobs per message and queue: a broker send costs
+        """Send what waits, a batch of up to ``BATCH`` request jobs per message: a broker send costs
         milliseconds of CPU (the embedded SQLite transport: 3 ms), so a burst of first requests (every
         user's reasons at once) is a few sends, not one per request."""
         while True:
@@ -153,8 +139,11 @@ class CeleryJobs:
             for queue, task, args, mark in todo:
                 by_queue.setdefault(queue, []).append((task, args, mark))
             for queue, jobs in by_queue.items():
-                for start in range(0, len(jobs), BATCH):
-                    self._publish(queue, jobs[start : start + BATCH])
+                # precompute jobs one per message: the worker takes its two queues in turn, so a request's
+                # job waits behind one precompute job, not a batch of them
+                size = 1 if queue == self.settings.EXPLAINER_PRECOMPUTE_QUEUE else BATCH
+                for start in range(0, len(jobs), size):
+                    self._publish(queue, jobs[start : start + size])
 
     def _publish(self, queue: str, jobs: list[tuple[str, list[Any], str]]) -> None:
         try:
@@ -250,15 +239,7 @@ def _warm_up() -> None:
     worker_explainer()
 
 
-@worker_process_init.connect
-def _warm_up_child(**_: Any) -> None:  # prefork: each child loads its own model
-    _warm_up()
-
-
-@worker_init.connect
-def _warm_up_solo(sender: Any = None, **_: Any) -> None:  # solo pool: the main process runs the jobs
-    if "solo" in str(getattr(sender, "pool_cls", "")).lower():
-        _warm_up()
+at_worker_start(_warm_up)
 
 
 @celery_app.task(name=TASK_REASONS, acks_late=True)

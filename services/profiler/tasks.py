@@ -15,11 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
+from celery.signals import worker_process_shutdown, worker_shutdown
 from sqlalchemy.exc import OperationalError
 
 from services.profiler.config import ProfilerSettings, get_settings
 from shared import outbox
+from shared.celery import at_worker_start, reliable_conf
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -33,27 +34,11 @@ def make_celery(settings: ProfilerSettings) -> Celery:
     app.conf.update(
         task_default_queue=settings.PROFILER_QUEUE,
         task_routes={TASK_NAME: {"queue": settings.PROFILER_QUEUE}},
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
         worker_concurrency=settings.PROFILER_CONCURRENCY,
-        task_time_limit=settings.PROFILER_TASK_TIME_LIMIT_S,
-        task_soft_time_limit=max(5, settings.PROFILER_TASK_TIME_LIMIT_S - 30),
-        task_serializer="json",
-        accept_content=["json"],
-        result_serializer="json",
         result_expires=3600,
-        task_ignore_result=True,  # the effect is the profile row; nobody waits on results
-        # Redelivery options are Redis-transport options; the SQLAlchemy transport (embedded mode)
-        # passes transport options to create_engine, which rejects them.
-        broker_transport_options=({
-            "visibility_timeout": settings.PROFILER_VISIBILITY_TIMEOUT_S,
-            # Sweep for abandoned jobs often enough that a short visibility timeout means fast recovery.
-            "unacked_restore_interval": max(1, min(10, settings.PROFILER_VISIBILITY_TIMEOUT_S // 2)),
-            "unacked_restore_throttle": 1,
-        } if settings.celery_broker_url.startswith(("redis", "rediss")) else {}),
-        broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False,
+        **reliable_conf(broker_url=settings.celery_broker_url,
+                        visibility_timeout_s=settings.PROFILER_VISIBILITY_TIMEOUT_S,
+                        time_limit_s=settings.PROFILER_TASK_TIME_LIMIT_S),
     )
     return app
 
@@ -91,15 +76,7 @@ def _warm_up() -> None:
     get_encoder(settings.EMBEDDING_MODEL)
 
 
-@worker_process_init.connect
-def _warm_up_child(**_: Any) -> None:  # prefork: each child loads its own model
-    _warm_up()
-
-
-@worker_init.connect
-def _warm_up_solo(sender: Any = None, **_: Any) -> None:  # solo pool: the main process runs the jobs
-    if "solo" in str(getattr(sender, "pool_cls", "")).lower():
-        _warm_up()
+at_worker_start(_warm_up)
 
 
 @worker_shutdown.connect

@@ -189,6 +189,8 @@ def test_a_burst_of_asks_is_sent_in_a_few_batches(worker_settings: ExplainerSett
         for n in range(40):
             assert jobs.reasons(priority=1, user_id=f"{unique}-{n}", profile_version=1, terms=["soft"],
                                 items=items, key=(f"{unique}-{n}", 1, "m", ("a",)))
+        for n in range(3):  # precompute jobs go one per message (a request's job waits behind one, not 32)
+            assert jobs.precompute(user_id=f"{unique}-{n}", version=1)
         _wait("the sends", lambda: jobs.waiting == 0, timeout_s=30, every_s=0.05)
     finally:
         jobs.close()
@@ -200,4 +202,5 @@ def test_a_burst_of_asks_is_sent_in_a_few_batches(worker_settings: ExplainerSett
 
     bodies = [json.loads(base64.b64decode(m["body"])) for m in messages]
     assert sum(len(b[0][0]) for b in bodies) == 40  # args[0]: the batch's jobs
-    r.delete(worker_settings.EXPLAINER_QUEUE)
+    assert r.llen(worker_settings.EXPLAINER_PRECOMPUTE_QUEUE) == 3
+    r.delete(worker_settings.EXPLAINER_QUEUE, worker_settings.EXPLAINER_PRECOMPUTE_QUEUE)
