@@ -8,10 +8,8 @@ trains models of its own and must not disturb the other ALS tests' live versions
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -42,9 +40,6 @@ from shared.neighbours import (
 from tests.als.synth import planted_ratings
 from tests.utils.databases import temporary_database
 from tests.utils.settings import service_settings
-
-GIFT_CARDS = Path(os.environ.get("RECSYS_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data")) / (
-    "amazon-2018-gift-cards-5core/reviews.jsonl")
 
 
 def python_lists(frame: pd.DataFrame, *, top: int, windows: tuple[int, ...], transitions_top: int = 0,
@@ -92,24 +87,6 @@ def test_spark_lists_equal_the_python_sources(spark: Any, top: int, transitions_
     assert meta["pairs"][COREVIEW] == sum(len(v) for v in expected[COREVIEW].values())
     assert meta["fingerprint"] == interactions_fingerprint(
         zip(frame["user_id"], frame["parent_asin"], frame["timestamp"], strict=True))
-
-
-@pytest.mark.skipif(not GIFT_CARDS.exists(), reason="../shared/data is not in a fresh clone")
-def test_spark_lists_equal_the_python_sources_on_real_gift_cards(spark: Any) -> None:
-    rows = []
-    with GIFT_CARDS.open() as f:
-        for n, line in enumerate(f):
-            if n >= 2000:
-                break
-            r = json.loads(line)
-            rows.append((r["user_id"], r["parent_asin"], float(r["rating"]), int(r["timestamp"])))
-    frame = pd.DataFrame(rows, columns=["user_id", "parent_asin", "rating", "timestamp"])
-    assert frame.duplicated(["user_id", "timestamp"]).any()  # real same-day ties: ordered by asin
-    result = compute_neighbours(frame, spark=spark, top=100, windows=(1, 2))
-    expected = python_lists(frame, top=100, windows=(1, 2))
-    for kind, lists in expected.items():
-        assert result.lists[kind] == lists, kind
-    assert result.meta["pairs"][COREVIEW] > 1000
 
 
 # ---- a training run on a database of its own --------------------------------------------------------
