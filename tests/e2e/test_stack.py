@@ -63,25 +63,51 @@ def test_bad_input_and_profile(stack: Stack) -> None:
     assert httpx.get(f"{gw}/v1/users/{stack.warm_user}/profile").json()["status"] == "ready"
 
 
-def _metric(text: str, series: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series + " "))
+def _sample(text: str, name: str, **labels: str) -> float:
+    """The value of one series in a Prometheus exposition (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def _stored(stack: Stack, model: Any, user_id: str | None = None) -> int:
+    """Rows the explainer worker wrote to the stack's database (``model``: Explanation or StoredRerank)."""
+    from sqlalchemy import func, select
+
+    from shared.db import session_scope
+
+    with session_scope(stack.env["RECSYS_DATABASE_URL"]) as s:
+        q = select(func.count()).select_from(model)
+        if user_id is not None:
+            q = q.where(model.user_id == user_id)
+        return int(s.execute(q).scalar_one())
 
 
 def test_ready_profiles_get_their_llm_reasons_written_in_the_background(stack: Stack) -> None:
-    """profiles.v1 -> the explainer asks the retriever for the user's hybrid top items -> the LLM thread
-    writes their reasons to the cache; no request waited for any of it."""
+    """profiles.v1 -> the serving explainer queues a precompute job -> the explainer worker asks the
+    retriever for the user's hybrid top items and writes their LLM reasons to the cache; no request
+    waited for any of it."""
+    from shared.models import Explanation
+
     def precomputed() -> bool:
         text = httpx.get(f"{stack.urls['explainer']}/metrics", timeout=5).text
-        return (_metric(text, 'recsys_explainer_precompute_total{result="queued"}') >= 1
-                and _metric(text, 'recsys_explainer_background_total{result="done"}') >= 1)
+        sent = _sample(text, "recsys_explainer_jobs_enqueued_total", task="precompute", result="sent")
+        return sent >= 1 and _stored(stack, Explanation) >= 1
 
     wait_until("reasons precomputed from a profile event", precomputed, timeout_s=600, every_s=5)
 
 
 def test_llm_only_serves_the_re_rank_the_llm_worker_stored(stack: Stack) -> None:
-    """Issue 14: a request never runs the llm_only re-rank; it gets the stored one (written in the
-    explainer's LLM thread after the profile event, or queued by an earlier request) or, while it is
-    queued, the matching order with template reasons and rerank=pending; never degraded."""
+    """Issue 14: a request never runs the llm_only re-rank; it gets the stored one (written by the
+    explainer worker after the profile event, or queued by an earlier request) or, while it is queued,
+    the matching order with template reasons and rerank=pending; never degraded."""
+    from shared.models import StoredRerank
+
     seen: list[str] = []
 
     def stored() -> bool:
@@ -94,8 +120,9 @@ def test_llm_only_serves_the_re_rank_the_llm_worker_stored(stack: Stack) -> None
         return body["rerank"] == "stored"
 
     wait_until("the llm_only re-rank stored", stored, timeout_s=600, every_s=5)
-    text = httpx.get(f"{stack.urls['explainer']}/metrics", timeout=5).text
-    assert _metric(text, 'recsys_explainer_background_reranks_total{result="done"}') >= 1
+    assert _stored(stack, StoredRerank, stack.warm_user) >= 1  # written by the worker, not the service
+    model = httpx.get(f"{stack.urls['explainer']}/readyz", timeout=5).json()["checks"]["model"]
+    assert model["llm_worker"] is True and model["llm_loaded"] is False
     again = _recs(stack, stack.warm_user, k=5, strategy="llm_only")
     assert again["rerank"] == "stored" and again["degraded"] is False
 
