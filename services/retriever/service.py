@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,6 +71,9 @@ class RetrieverService:
         store: SnapshotStore | None = None,
     ) -> None:
         self.settings = settings
+        # this instance's own consumer groups (every replica, and every service object of one process,
+        # needs every profiles.v1 / models.v1 event; a stopped instance's group never delays a new one)
+        self._instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.params = RankingParams.from_settings(settings)
         self.config = IndexConfig.from_settings(settings)
         self.store = store or index_store(settings)
@@ -246,7 +250,7 @@ class RetrieverService:
         """
         from shared.kafka import ConsumerLoop
 
-        group = f"retriever-profiles-{socket.gethostname()}-{os.getpid()}"
+        group = f"retriever-profiles-{self._instance}"
         while not self._stop.is_set():
             try:
                 self._profile_loop = ConsumerLoop(
@@ -287,7 +291,7 @@ class RetrieverService:
         ``RETRIEVER_RANKER_REFIT_S`` anyway."""
         from shared.kafka import ConsumerLoop
 
-        group = f"retriever-models-{socket.gethostname()}-{os.getpid()}"
+        group = f"retriever-models-{self._instance}"
         while not self._stop.is_set():
             try:
                 self._models_loop = ConsumerLoop(

@@ -189,7 +189,7 @@ def test_models_published_to_the_broker_wake_the_ranker(rsettings: RetrieverSett
     from shared.kafka import ensure_topics, make_producer
 
     settings = rsettings.model_copy(update={"RETRIEVER_RANKER": True, "RETRIEVER_MODELS_LISTENER": True})
-    ensure_topics(settings, [MODELS])
+    ensure_topics(settings, [settings.topic(MODELS)])
     svc = RetrieverService(settings, encoder=counting)
     recorder = WakeRecorder()
     svc.ranker = recorder  # type: ignore[assignment]
