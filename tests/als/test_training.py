@@ -91,8 +91,10 @@ def test_models_event_is_published(first_live: dict[str, Any], fast: AlsSettings
         events = [json.loads(rec.value) for rec in consumer]
     finally:
         consumer.close()
-    mine = [e for e in events if e.get("version") == result.version and e.get("model") == "als"]
-    assert mine and mine[0]["promoted"] is True and mine[0]["kind"] == "explicit"
+    # the topic is shared by the session: other modules' databases train versions with the same numbers
+    mine = [e for e in events if e.get("version") == result.version and e.get("model") == "als"
+            and e.get("kind") == "explicit"]
+    assert mine and any(e["promoted"] is True for e in mine)
 
 
 def test_worse_model_is_rejected_and_live_one_stays(
