@@ -117,6 +117,8 @@ class Profile(Base):
     summary: Mapped[str] = mapped_column(Text, default="")
     summary_source: Mapped[str] = mapped_column(String(32), default="llm")
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32 little-endian, normalized
+    # the dislikes embedded on their own (shared.text.dislikes_text), so a request never embeds them
+    dislike_embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
     model_name: Mapped[str] = mapped_column(String(256), default="")
     prompt_version: Mapped[str] = mapped_column(String(32), default="")
     n_reviews: Mapped[int] = mapped_column(Integer, default=0)

@@ -141,6 +141,16 @@ def one_line(text: str, max_chars: int = 200) -> str:
     return clip(text, max_chars)
 
 
+def dislikes_text(dislikes: Iterable[str]) -> str:
+    """The text embedded for a profile's dislikes (its own vector, a negative signal); "" without any.
+
+    One definition: the profiler stores this vector with the profile, and the retriever embeds the same
+    text when a stored profile lacks it.
+    """
+    terms = [str(t).strip() for t in dislikes if str(t).strip()]
+    return "Dislikes: " + ", ".join(terms) if terms else ""
+
+
 def profile_text(
     *,
     summary: str | None,

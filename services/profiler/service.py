@@ -32,6 +32,7 @@ from shared.db import session_scope
 from shared.llm import LLM
 from shared.logging import get_logger
 from shared.models import Profile
+from shared.text import dislikes_text
 from shared.vocab import catalog_vocabulary
 
 log = get_logger(__name__)
@@ -75,18 +76,23 @@ def _unchanged(profile: Profile | None, history: History, model_name: str) -> bo
 
 def _embed(
     results: Sequence[ProfileResult], *, settings: ProfilerSettings, encoder: Any
-) -> list[np.ndarray | None]:
+) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+    """(profile vector, dislikes vector) per result: ready profiles get both (the dislikes one only
+    when there are dislikes), in one encoder call, so a request never embeds either."""
     ready = [i for i, r in enumerate(results) if r.status == "ready"]
-    vectors: list[np.ndarray | None] = [None] * len(results)
+    vectors: list[tuple[np.ndarray | None, np.ndarray | None]] = [(None, None)] * len(results)
     if not ready:
         return vectors
     if encoder is None:
         from shared.embeddings import get_encoder
 
         encoder = get_encoder(settings.EMBEDDING_MODEL)
-    matrix = encoder.encode([results[i].text() for i in ready])
-    for i, vec in zip(ready, matrix, strict=True):
-        vectors[i] = vec
+    dislikes = {i: dislikes_text(results[i].profile.dislikes) for i in ready}
+    with_dislikes = [i for i in ready if dislikes[i]]
+    matrix = encoder.encode([results[i].text() for i in ready] + [dislikes[i] for i in with_dislikes])
+    negative = dict(zip(with_dislikes, matrix[len(ready):], strict=True))
+    for i, vec in zip(ready, matrix[: len(ready)], strict=True):
+        vectors[i] = (vec, negative.get(i))
     return vectors
 
 
@@ -135,8 +141,8 @@ def build_profiles(
         )
         vectors = _embed(results, settings=settings, encoder=encoder)
         with session_scope(settings.database_url) as session:
-            for result, vector in zip(results, vectors, strict=True):
-                row, outbox_id = store.upsert_profile(session, result=result, vector=vector)
+            for result, (vector, dislike) in zip(results, vectors, strict=True):
+                row, outbox_id = store.upsert_profile(session, result=result, vector=vector, dislike=dislike)
                 written.append(row)
                 outbox_ids.append(outbox_id)
         for r in results:

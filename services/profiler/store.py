@@ -57,8 +57,11 @@ def ready_user_ids(session: Session, *, user_ids: Sequence[str]) -> set[str]:
     )
 
 
-def upsert_profile(session: Session, *, result: ProfileResult, vector: np.ndarray | None) -> tuple[Profile, int]:
-    """Write the profile row (version bumped) and its ``profiles.v1`` outbox event; returns (row, outbox id)."""
+def upsert_profile(
+    session: Session, *, result: ProfileResult, vector: np.ndarray | None, dislike: np.ndarray | None = None
+) -> tuple[Profile, int]:
+    """Write the profile row (version bumped, with its profile and dislikes vectors) and its
+    ``profiles.v1`` outbox event; returns (row, outbox id)."""
     q = select(Profile).where(Profile.user_id == result.user_id)
     if session.get_bind().dialect.name == "postgresql":
         q = q.with_for_update()  # two jobs for one user serialise on the row: versions never collide
@@ -74,6 +77,7 @@ def upsert_profile(session: Session, *, result: ProfileResult, vector: np.ndarra
         setattr(row, name, terms)
     row.summary = result.summary
     row.embedding = to_bytes(vector) if vector is not None else None
+    row.dislike_embedding = to_bytes(dislike) if dislike is not None else None
     row.model_name = result.model_name
     row.prompt_version = result.prompt_version
     row.n_reviews = result.n_reviews

@@ -150,6 +150,7 @@ class StoredProfile:
     text: str  # summary plus the structured fields, what gets embedded when there is no vector
     embedding: bytes | None
     dislikes: tuple[str, ...] = ()  # a negative signal (hybrid pushes similar items down), never embedded
+    dislike_embedding: bytes | None = None  # the dislikes embedded on their own by the profiler
 
 
 def stored_profile_text(row: Any) -> str:
@@ -179,6 +180,7 @@ _PROFILE_READ = select(
     _profiles.potential_interests,
     _profiles.dislikes,
     _profiles.embedding,
+    _profiles.dislike_embedding,
 ).where(_profiles.user_id == bindparam("user_id"))
 
 
@@ -201,6 +203,7 @@ def load_profile(conn: Connection | Session, user_id: str) -> StoredProfile | No
         text=stored_profile_text(prof),
         embedding=prof.embedding,
         dislikes=tuple(str(d) for d in (prof.dislikes or ()) if str(d).strip()),
+        dislike_embedding=prof.dislike_embedding,
     )
 
 

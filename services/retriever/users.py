@@ -29,6 +29,7 @@ from shared.events import ProfileEvent
 from shared.http import DomainError
 from shared.logging import get_logger
 from shared.lru import LruCache
+from shared.text import dislikes_text
 
 log = get_logger(__name__)
 
@@ -128,13 +129,20 @@ class UserLookup:
                            dislike_vector=dislike)
 
     def dislike_vector(self, stored: StoredProfile) -> np.ndarray | None:
-        """The stored profile's dislikes embedded (cached per profile version); None without any."""
+        """The stored profile's dislikes vector: the profiler's when it fits the model, else the same
+        text embedded here once per profile version (cached); None without any dislikes."""
         if not stored.dislikes or self.encoder is None:
             return None
+        if stored.dislike_embedding:
+            vec = from_bytes(stored.dislike_embedding)
+            if vec.shape[0] == self.dim:
+                PROFILE_CACHE.labels("stored").inc()
+                return vec
         key = ("dislikes:" + stored.user_id, stored.version)
         vec = self.profiles.get(key)
         if vec is None:
-            vec = self.encoder.encode(["Dislikes: " + ", ".join(stored.dislikes)])[0]
+            PROFILE_CACHE.labels("embedded").inc()
+            vec = self.encoder.encode([dislikes_text(stored.dislikes)])[0]
             self.profiles.put(key, vec)
         return vec
 

@@ -78,6 +78,29 @@ def test_profile_is_stored_embedded_versioned_and_announced(psettings, llm, cata
     assert [e["version"] for e in _events(psettings, user, want=2)] == [1, 2]
 
 
+def test_dislikes_are_embedded_on_their_own_with_the_profile(psettings, catalog, unique) -> None:
+    """The profiler stores the dislikes' own vector (the text ``dislikes_text`` gives), so the retriever
+    never embeds it in a request; the profile vector never contains them."""
+    from shared.embeddings import get_encoder
+    from shared.text import dislikes_text
+
+    user, happy = f"dis-{unique}", f"happy-{unique}"
+    add_reviews(psettings, user, [
+        (catalog["face serum"], 5, "This face serum is lightweight and perfect for my dry skin."),
+        (catalog["lipstick"], 1, "Terrible lipstick: sticky, smells of chemicals, not long lasting at all."),
+    ])
+    add_reviews(psettings, happy, [(catalog["shampoo"], 5, "Gentle argan oil shampoo, my hair loves it.")])
+    rows = {r.user_id: r for r in build_profiles(user_ids=[user, happy], settings=psettings, llm=None)}
+    row = rows[user]
+    assert row.status == "ready" and row.dislikes, row.dislikes
+    encoder = get_encoder(psettings.EMBEDDING_MODEL)
+    want = encoder.encode([dislikes_text(row.dislikes)])[0]
+    got = from_bytes(row.dislike_embedding)
+    assert got.shape == (384,) and float(got @ want) > 0.999
+    assert float(from_bytes(row.embedding) @ got) < 0.999  # its own vector, not the profile's
+    assert rows[happy].status == "ready" and not rows[happy].dislikes and rows[happy].dislike_embedding is None
+
+
 def test_users_without_text_or_reviews_are_recorded_as_cold_start(psettings, catalog, unique) -> None:
     silent, unknown = f"silent-{unique}", f"nobody-{unique}"
     add_reviews(psettings, silent, [(catalog["mascara"], 5, ""), (catalog["shampoo"], 4, " ")])

@@ -140,3 +140,35 @@ def test_history_and_profile_version_from_the_caller_spare_the_reads(
     finally:
         with session_scope(rsettings.database_url) as s:
             s.query(Profile).filter_by(user_id=user).delete()
+
+
+def test_stored_dislike_vector_is_used_without_embedding(
+    client: TestClient, rsettings: RetrieverSettings, encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The profiler's dislikes vector is read with the profile: a request embeds nothing. A profile
+    written without one (an older row) is embedded once per version, the same text the profiler uses."""
+    from shared.text import dislikes_text
+
+    svc: RetrieverService = client.svc  # type: ignore[attr-defined]
+    stored_vec = encoder.encode(["Dislikes: strong perfume"])[0]
+    with session_scope(rsettings.database_url) as s:
+        s.merge(Profile(user_id="dislike-stored", version=1, status="ready", summary="", dislikes=["strong perfume"],
+                        dislike_embedding=to_bytes(stored_vec)))
+        s.merge(Profile(user_id="dislike-old-row", version=1, status="ready", summary="", dislikes=["glitter"]))
+    encoded: list[list[str]] = []
+    real_encode = svc.users.encoder.encode  # type: ignore[union-attr]
+    monkeypatch.setattr(svc.users.encoder, "encode", lambda texts, **kw: encoded.append(list(texts))
+                        or real_encode(texts, **kw))
+    import contextlib
+
+    from services.retriever.users import RequestConnection
+
+    with contextlib.ExitStack() as stack:
+        conn = RequestConnection(rsettings.database_url, stack)
+        got = svc.users.signals(user_id="dislike-stored", profile_text=None, profile_vector=None, conn=conn)
+        assert got.dislike_vector is not None and np.allclose(got.dislike_vector, stored_vec)
+        assert encoded == []
+        old = svc.users.signals(user_id="dislike-old-row", profile_text=None, profile_vector=None, conn=conn)
+        again = svc.users.signals(user_id="dislike-old-row", profile_text=None, profile_vector=None, conn=conn)
+    assert encoded == [[dislikes_text(["glitter"])]]
+    assert old.dislike_vector is not None and np.allclose(old.dislike_vector, again.dislike_vector)
