@@ -111,6 +111,7 @@ async def run_one(
     k: int,
     timeout: float,
     cache: str = "on",
+    trace: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
@@ -134,13 +135,15 @@ async def run_one(
             for i in counter:
                 user = users[i % len(users)]
                 t0 = time.perf_counter()
+                x_cache = None
                 try:
                     async with client.get(
                         f"/v1/users/{user}/recommendations", params=params, headers=headers
                     ) as r:
                         body = await r.read()
                         ok = r.status == 200
-                        hits += r.headers.get("X-Cache") == "hit"
+                        x_cache = r.headers.get("X-Cache")
+                        hits += x_cache == "hit"
                     if ok and b'"degraded":true' in body:
                         degraded += 1
                     stored += ok and b'"rerank":"stored"' in body
@@ -148,6 +151,10 @@ async def run_one(
                 except (aiohttp.ClientError, TimeoutError):
                     ok = False
                 latencies.append(time.perf_counter() - t0)
+                if trace is not None:
+                    trace.append({"strategy": strategy, "cache": cache, "i": i, "user": user, "ok": ok,
+                                  "x_cache": x_cache, "start_s": round(t0 - start, 4),
+                                  "ms": round(1000 * latencies[-1], 2)})
                 if not ok:
                     errors += 1
 
@@ -196,6 +203,7 @@ async def main_async(args: argparse.Namespace) -> None:
     )
     rows = [(r, s, c) for r in args.reasons.split(",") for s in args.strategies.split(",")
             for c in args.cache.split(",")]
+    trace: list[dict[str, Any]] | None = [] if args.trace else None
     for reasons, strategy, cache in rows:
         n = args.requests if reasons != "llm" else max(args.concurrency, args.requests // 10)
         row = await run_one(
@@ -208,6 +216,7 @@ async def main_async(args: argparse.Namespace) -> None:
             k=args.k,
             timeout=args.timeout,
             cache=cache,
+            trace=trace,
         )
         label = "off" if cache == "off" else f"on {100 * float(row['hit_ratio']):.0f}%"
         print(
@@ -227,6 +236,9 @@ async def main_async(args: argparse.Namespace) -> None:
                 + (f", whole machine {machine:.1f})" if machine is not None else ")"),
                 flush=True,
             )
+    if trace is not None:
+        Path(args.trace).write_text("".join(json.dumps(t) + "\n" for t in trace), encoding="utf-8")
+        print(f"trace of {len(trace)} requests in {args.trace}")
 
 
 def main() -> None:
@@ -249,6 +261,8 @@ def main() -> None:
         help="off: every request sends Cache-Control: no-cache (computed afresh); on: the gateway's answer "
         "cache is used (the hit ratio is printed); both rows by default",
     )
+    p.add_argument("--trace", default="", help="write one JSON line per request (start offset, latency, user, "
+                   "X-Cache) to this file, to see whether slow requests cluster in time or by user")
     asyncio.run(main_async(p.parse_args()))
 
 
