@@ -10,7 +10,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -347,6 +347,49 @@ class ConsumerLoop:
 
 
 BROKER_UP = Gauge("recsys_broker_up", "1 when the last broker probe of this process succeeded", ["service"])
+
+
+class EventListener:
+    """A :class:`ConsumerLoop` in a daemon thread for a service's own reactions to events (warm a
+    cache, wake a refit): started from the latest offset, rebuilt every ``retry_s`` while the broker
+    is down. A missed event costs the service only time, so nothing here holds a request up.
+
+    ``group_id``: one per process where every replica needs every event; a shared one where one
+    replica's reaction serves all.
+    """
+
+    def __init__(self, settings: CommonSettings, *, topics: Sequence[str], group_id: str, handler: BatchHandler,
+                 name: str, retry_s: float = 5.0) -> None:
+        self.settings, self.topics, self.group_id, self.handler = settings, list(topics), group_id, handler
+        self.name, self.retry_s = name, retry_s
+        self._stop = threading.Event()
+        self._loop: ConsumerLoop | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> EventListener:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        self._stop.set()
+        if self._loop is not None:
+            self._loop.stop()
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout_s)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._loop = ConsumerLoop(settings=self.settings, topics=self.topics, group_id=self.group_id,
+                                          handler=self.handler, name=self.name,
+                                          consumer_overrides={"auto_offset_reset": "latest"})
+                if self._stop.is_set():  # stop() ran while the loop was being built
+                    return
+                self._loop.run()
+            except Exception as e:  # broker down: retried; the service works without these events
+                log.warning("event listener failed; retrying", extra={"consumer": self.name, "error": str(e)[:300],
+                                                                      "retry_s": self.retry_s})
+            self._stop.wait(self.retry_s)
 
 
 class BrokerWatch:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -16,8 +15,10 @@ from services.explainer.llm import LLMReasoner
 from services.explainer.schemas import ExplainRequest, ExplainResponse, RerankRequest, RerankResponse
 from services.explainer.service import Explainer, RemoteJobs, load_reasoner, readiness_info
 from services.explainer.store import ReasonCache, RerankStore
+from shared import events
 from shared.db import database_check_async
 from shared.http import install_common
+from shared.kafka import EventListener
 from shared.logging import configure_logging, get_logger
 
 log = get_logger(__name__)
@@ -68,53 +69,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     reranks = RerankStore(database_url=db_url, lru_size=settings.EXPLAINER_CACHE_SIZE, miss_ttl_s=miss_ttl)
     app.state.explainer = Explainer(settings=settings, reasoner=reasoner or None, cache=cache, reranks=reranks,
                                     remote=remote)
-    listener = (ProfileListener(app.state.explainer)
+    # profiles.v1 -> precompute; one consumer group for every replica (the reasons go to the shared cache)
+    listener = (EventListener(settings, topics=[events.PROFILES], group_id="explainer-reasons",
+                              handler=app.state.explainer.handle_profile_events, name="explainer-profiles").start()
                 if settings.EXPLAINER_PRECOMPUTE and app.state.explainer.llm_enabled else None)
-    if listener is not None:
-        listener.start()
     try:
         yield
     finally:
         if listener is not None:
             listener.stop()
         app.state.explainer.close()
-
-
-class ProfileListener:
-    """profiles.v1 -> :meth:`Explainer.precompute`, in a thread; one consumer group for every replica
-    (the reasons go to the shared database cache). A broker that is down is retried every 5 s."""
-
-    def __init__(self, explainer: Explainer) -> None:
-        self.explainer = explainer
-        self._stop = threading.Event()
-        self._loop: Any = None
-        self._thread = threading.Thread(target=self._run, name="explainer-profiles", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._loop is not None:
-            self._loop.stop()
-        self._thread.join(timeout=15)
-
-    def _run(self) -> None:
-        from shared import events
-        from shared.kafka import ConsumerLoop
-
-        while not self._stop.is_set():
-            try:
-                self._loop = ConsumerLoop(settings=self.explainer.settings, topics=[events.PROFILES],
-                                          group_id="explainer-reasons", name="explainer-profiles",
-                                          handler=self.explainer.handle_profile_events,
-                                          consumer_overrides={"auto_offset_reset": "latest"})
-                if self._stop.is_set():
-                    return
-                self._loop.run()
-            except Exception as e:
-                log.warning("profile listener failed; retrying in 5 s", extra={"error": str(e)[:300]})
-            self._stop.wait(5.0)
 
 
 async def readiness(app: FastAPI) -> dict[str, Any]:

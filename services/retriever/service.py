@@ -40,6 +40,7 @@ from shared import events
 from shared.db import database_check, session_scope
 from shared.events import ModelEvent, ProfileEvent
 from shared.http import DomainError, NotFound
+from shared.kafka import EventListener
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -84,8 +85,7 @@ class RetrieverService:
         self._cursor: CatalogCursor | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._profile_loop: Any = None
-        self._models_loop: Any = None
+        self._listeners: list[EventListener] = []  # profiles.v1 (warm caches), models.v1 (wake the ranker)
         self.last_error: str | None = None
         # hybrid's ranking core, fitted in its own thread so a long fit never delays index refreshes
         self.ranker: LiveRanker | None = (
@@ -118,20 +118,22 @@ class RetrieverService:
             r = threading.Thread(target=self._refit_ranker, name="retriever-ranker", daemon=True)
             r.start()
             self._threads.append(r)
+        # this instance's own consumer groups, from the latest offset: a missed profiles.v1 event
+        # costs one embedding on that user's next request; a missed models.v1 event costs time (the
+        # refit pass looks at the live versions every RETRIEVER_RANKER_REFIT_S anyway)
         if self.settings.RETRIEVER_PROFILE_LISTENER:
-            p = threading.Thread(target=self._listen_profiles, name="retriever-profiles", daemon=True)
-            p.start()
-            self._threads.append(p)
+            self._listeners.append(EventListener(
+                self.settings, topics=[events.PROFILES], group_id=f"retriever-profiles-{self._instance}",
+                handler=self.handle_profile_events, name="retriever-profiles").start())
         if self.ranker is not None and self.settings.RETRIEVER_MODELS_LISTENER:
-            m = threading.Thread(target=self._listen_models, name="retriever-models", daemon=True)
-            m.start()
-            self._threads.append(m)
+            self._listeners.append(EventListener(
+                self.settings, topics=[events.MODELS], group_id=f"retriever-models-{self._instance}",
+                handler=self.handle_model_events, name="retriever-models").start())
 
     def stop(self) -> None:
         self._stop.set()
-        for loop in (self._profile_loop, self._models_loop):
-            if loop is not None:
-                loop.stop()
+        for listener in self._listeners:
+            listener.stop()
         for t in self._threads:
             t.join(timeout=15)
 
@@ -242,32 +244,6 @@ class RetrieverService:
             self._catalog, self._cursor = refresh_catalog(s, self._catalog, self._cursor)
 
     # ---- profiles.v1 ----------------------------------------------------------------------------
-    def _listen_profiles(self) -> None:
-        """Warm the profile-vector cache from profiles.v1 so a request never waits for an embedding.
-
-        Each process is its own consumer group (every replica needs every event) starting at the
-        latest offset: a missed event only costs one embedding on that user's next request.
-        """
-        from shared.kafka import ConsumerLoop
-
-        group = f"retriever-profiles-{self._instance}"
-        while not self._stop.is_set():
-            try:
-                self._profile_loop = ConsumerLoop(
-                    settings=self.settings,
-                    topics=[events.PROFILES],
-                    group_id=group,
-                    handler=self.handle_profile_events,
-                    name="retriever-profiles",
-                    consumer_overrides={"auto_offset_reset": "latest"},
-                )
-                if self._stop.is_set():  # stop() ran while the loop was being built
-                    return
-                self._profile_loop.run()
-            except Exception as e:  # broker down: the cache just stays cold, requests still work
-                log.warning("profile listener failed; retrying in 5s", extra={"error": str(e)[:300]})
-            self._stop.wait(5.0)
-
     def handle_profile_events(self, records: Sequence[Any]) -> None:
         from shared.kafka import decode_value
 
@@ -283,32 +259,6 @@ class RetrieverService:
                 self.users.remember_profile(ev)
 
     # ---- models.v1 ------------------------------------------------------------------------------
-    def _listen_models(self) -> None:
-        """Wake the ranking core when a model version goes live (its neighbour lists may serve now).
-
-        Like the profile listener: a consumer group per process, from the latest offset. A missed
-        event costs nothing but time: the refit pass looks at the live versions every
-        ``RETRIEVER_RANKER_REFIT_S`` anyway."""
-        from shared.kafka import ConsumerLoop
-
-        group = f"retriever-models-{self._instance}"
-        while not self._stop.is_set():
-            try:
-                self._models_loop = ConsumerLoop(
-                    settings=self.settings,
-                    topics=[events.MODELS],
-                    group_id=group,
-                    handler=self.handle_model_events,
-                    name="retriever-models",
-                    consumer_overrides={"auto_offset_reset": "latest"},
-                )
-                if self._stop.is_set():
-                    return
-                self._models_loop.run()
-            except Exception as e:
-                log.warning("models listener failed; retrying in 5s", extra={"error": str(e)[:300]})
-            self._stop.wait(5.0)
-
     def handle_model_events(self, records: Sequence[Any]) -> None:
         """A promoted model version: the ranker's next pass (at once) looks for its lists."""
         from shared.kafka import decode_value

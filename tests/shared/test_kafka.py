@@ -188,3 +188,47 @@ def _metric(name: str, **labels: str) -> float:
     from prometheus_client import REGISTRY
 
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_event_listener_sees_events_after_it_started_and_outlives_a_broker_outage(settings: CommonSettings,
+                                                                                unique: str) -> None:
+    """EventListener: from the latest offset (an event from before it started is not replayed), the
+    handler gets what is sent after; against an unreachable broker it keeps retrying and stops on ask."""
+    from shared.kafka import EventListener
+
+    topic = f"listen-{unique}"
+    ensure_topics(settings, [topic], partitions=1)
+    producer = make_producer(settings)
+    producer.send(topic, key="k", value={"i": -1})  # before the listener: never seen
+    producer.flush()
+    seen: list[int] = []
+    got = threading.Event()
+
+    def handler(records):  # type: ignore[no-untyped-def]
+        seen.extend(decode_value(r)["i"] for r in records)
+        if 2 in seen:
+            got.set()
+
+    listener = EventListener(settings, topics=[topic], group_id=f"listen-{unique}", handler=handler,
+                             name="test-listener", retry_s=0.2).start()
+    try:
+        deadline = time.monotonic() + 60
+        while not got.is_set() and time.monotonic() < deadline:  # sent until its assignment has begun
+            producer.send(topic, key="k", value={"i": 2 if seen else 1})
+            producer.flush()
+            got.wait(1.0)
+    finally:
+        listener.stop()
+        producer.close()
+    assert got.is_set() and -1 not in seen
+
+    down = settings.model_copy(update={"KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+    failing = EventListener(down, topics=[topic], group_id=f"down-{unique}", handler=handler,
+                            name="down-listener", retry_s=0.1).start()
+    time.sleep(1.0)
+    assert failing._thread.is_alive()  # retrying, not dead
+    started = time.monotonic()
+    failing.stop(timeout_s=2)  # a consumer still being built cannot be interrupted: stop never waits long
+    assert time.monotonic() - started < 5
+    failing._thread.join(timeout=90)  # the thread ends once that attempt gives up: no retry after stop
+    assert not failing._thread.is_alive()
