@@ -134,10 +134,10 @@ class UserLookup:
         if not stored.dislikes or self.encoder is None:
             return None
         if stored.dislike_embedding:
-            vec = from_bytes(stored.dislike_embedding)
-            if vec.shape[0] == self.dim:
+            given = from_bytes(stored.dislike_embedding)
+            if given.shape[0] == self.dim:
                 PROFILE_CACHE.labels("stored").inc()
-                return vec
+                return given
         key = ("dislikes:" + stored.user_id, stored.version)
         vec = self.profiles.get(key)
         if vec is None:
