@@ -106,11 +106,42 @@ class AnswerCache:
             self._data.popitem(last=False)
 
 
+class FactsCache:
+    """Item display facts read a moment ago (``ttl_s``), so the als strategy's answers need no read of
+    their own for items just shown; LRU of ``size`` items."""
+
+    def __init__(self, *, ttl_s: float, size: int) -> None:
+        self.ttl_s, self.size = ttl_s, size
+        self._data: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+
+    def get_many(self, asins: list[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        """(facts found fresh, asins still to read)."""
+        now, found, missing = time.monotonic(), {}, []
+        for asin in asins:
+            hit = self._data.get(asin)
+            if hit is not None and now - hit[0] <= self.ttl_s:
+                found[asin] = hit[1]
+            else:
+                missing.append(asin)
+        return found, missing
+
+    def put_many(self, facts: dict[str, dict[str, Any]]) -> None:
+        if self.ttl_s <= 0:
+            return
+        now = time.monotonic()
+        for asin, f in facts.items():
+            self._data[asin] = (now, f)
+            self._data.move_to_end(asin)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+
 class Recommender:
     def __init__(self, *, settings: GatewaySettings, clients: ServiceClients) -> None:
         self.settings = settings
         self.clients = clients
         self.db_url = settings.database_url
+        self.facts = FactsCache(ttl_s=settings.GATEWAY_CACHE_TTL_S, size=settings.GATEWAY_CACHE_SIZE)
         self.cache = (
             AnswerCache(ttl_s=settings.GATEWAY_CACHE_TTL_S, size=settings.GATEWAY_CACHE_SIZE)
             if settings.GATEWAY_CACHE_TTL_S > 0
@@ -422,13 +453,17 @@ class Recommender:
         plan.add(await self._with_facts(wanted), exclude=exclude, source="als")
 
     async def _with_facts(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        try:
-            facts = await asyncio.to_thread(
-                store.items_by_asin, self.db_url, [r["parent_asin"] for r in rows]
-            )
-        except Exception:
-            log.exception("item facts read failed")
-            facts = {}
+        """ALS rows with their items' display facts: from memory when read within the answer cache's
+        TTL (the same staleness the answers have), the rest in one read."""
+        asins = [r["parent_asin"] for r in rows]
+        facts, missing = self.facts.get_many(asins)
+        if missing:
+            try:
+                read = await asyncio.to_thread(store.items_by_asin, self.db_url, missing)
+                self.facts.put_many(read)
+                facts |= read
+            except Exception:
+                log.exception("item facts read failed")
         return [
             {**facts.get(r["parent_asin"], {"parent_asin": r["parent_asin"]}), "score": r.get("score")}
             for r in rows

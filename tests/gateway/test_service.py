@@ -42,3 +42,23 @@ def test_history_is_sent_only_when_the_gateway_read_enough_of_it() -> None:
     # Reading 100 while the retriever uses 200: a user with 100+ reviews may have more than were read.
     assert "history" not in _retriever_body(100, GATEWAY_HISTORY_LIMIT=100)
     assert len(_retriever_body(99, GATEWAY_HISTORY_LIMIT=100)["history"]) == 99
+
+
+def test_item_facts_are_kept_for_the_answer_ttl_and_evicted_by_size(monkeypatch: Any) -> None:
+    """The als path's item facts: reused within GATEWAY_CACHE_TTL_S (the staleness its answers already
+    have), read again after it, the least recently written dropped beyond the size; TTL 0 keeps none."""
+    import services.gateway.service as svc
+    from services.gateway.service import FactsCache
+
+    now = [100.0]
+    monkeypatch.setattr(svc.time, "monotonic", lambda: now[0])
+    cache = FactsCache(ttl_s=30.0, size=2)
+    cache.put_many({"A": {"title": "a"}, "B": {"title": "b"}})
+    assert cache.get_many(["A", "B", "C"]) == ({"A": {"title": "a"}, "B": {"title": "b"}}, ["C"])
+    cache.put_many({"C": {"title": "c"}})  # over the size: A, written first, goes
+    assert cache.get_many(["A", "C"]) == ({"C": {"title": "c"}}, ["A"])
+    now[0] += 31
+    assert cache.get_many(["B", "C"]) == ({}, ["B", "C"])
+    off = FactsCache(ttl_s=0.0, size=10)
+    off.put_many({"A": {"title": "a"}})
+    assert off.get_many(["A"]) == ({}, ["A"])
