@@ -399,6 +399,7 @@ def _lists_report(stored: StoredNeighbours | None, names: Sequence[str]) -> dict
 
 
 def _selection_dict(s: Selection) -> dict[str, Any]:
-    return {"chosen": s.chosen, "cross_fit_ndcg": s.cross_fit_ndcg, "in_sample_ndcg": s.in_sample_ndcg,
+    return {"chosen": s.chosen, "cross_fit_ndcg": s.cross_fit_ndcg, "cross_fit_hit": s.cross_fit_hit,
+            "in_sample_ndcg": s.in_sample_ndcg,
             "trees": s.trees, "folds": s.folds, "margins": s.margins}
 

@@ -254,6 +254,7 @@ class Selection:
     cross_fit_ndcg: dict[str, float]
     in_sample_ndcg: dict[str, float]
     trees: int = 0
+    cross_fit_hit: dict[str, float] = field(default_factory=dict)  # HR@k of the same out-of-fold scores
     folds: int = 2
     # the chosen kind's scores of every row of the queries by the model that did not train on it
     # (in-sample scores when there was no cross-fit): what the diversity choice is measured on
@@ -307,6 +308,11 @@ def select_model(q: Queries, *, names: Sequence[str], feature_names: Sequence[st
     cross = {"single:" + names[best_single]: sum(cf_single) / len(q), "blend": sum(cf_blend) / len(q),
              "lambdarank": sum(cf_rank) / len(q), "ensemble": sum(cf_ens) / len(q)}
     cross = {n: round(v, 6) for n, v in cross.items()}
+    # HR@k of the same out-of-fold scores, reported beside the NDCG@k the choice is made on (a model
+    # chosen on NDCG can place fewer targets in the top k than the one it beat)
+    cross_hit = {"single:" + names[best_single]: hit_at(q, norm[:, best_single], k),
+                 **{n: hit_at(q, oof[n], k) for n in ("blend", "lambdarank", "ensemble")}}
+    cross_hit = {n: round(v, 6) for n, v in cross_hit.items()}
     n_trees = max(10, int(round(float(np.mean(trees)))))
     # the simplest model that is not beaten by more than the noise: blend, then the ranker, then both
     # together; a more complex one replaces the current choice only when its mean gain per validation
@@ -321,10 +327,11 @@ def select_model(q: Queries, *, names: Sequence[str], feature_names: Sequence[st
         if diff.mean() > (MARGIN_SE if margin_se is None else margin_se) * se + 1e-12:
             chosen = n
     if chosen == "blend":
-        return blend, Selection("blend", cross, in_sample, folds=folds, out_of_fold=oof["blend"], margins=margins)
+        return blend, Selection("blend", cross, in_sample, folds=folds, out_of_fold=oof["blend"], margins=margins,
+                               cross_fit_hit=cross_hit)
     ranker, _ = train_lambdarank(q, feature_names=feature_names, rounds=n_trees)
     model_out: LambdaRanker | EnsembleModel = ranker if chosen == "lambdarank" else EnsembleModel.of(
         blend, ranker, q.matrix)
     in_sample[chosen] = round(ndcg_at(q, model_out.predict(q.matrix), k), 6)
     return model_out, Selection(chosen, cross, in_sample, trees=n_trees, folds=folds, out_of_fold=oof[chosen],
-                                margins=margins)
+                                margins=margins, cross_fit_hit=cross_hit)

@@ -71,6 +71,10 @@ def test_the_chosen_model_beats_every_single_source_on_validation(
     best_single = max(v for n, v in sel["in_sample_ndcg"].items() if n.startswith("single:"))
     assert cross[sel["chosen"]] > best_single + 0.01, sel
     assert core.validation_ndcg == cross[sel["chosen"]]
+    # the HR@10 of the same out-of-fold scores is reported beside the NDCG@10 the choice is made on
+    hits = sel["cross_fit_hit"]
+    assert set(hits) == set(cross) and all(0.0 <= v <= 1.0 for v in hits.values()), hits
+    assert all(hits[n] >= cross[n] for n in cross)  # one relevant item: NDCG@10 <= HR@10 per query
 
 
 def test_rank_excludes_seen_fills_k_and_names_sources(fitted: tuple[RankingCore, dict[str, list[str]]]) -> None:
