@@ -13,7 +13,10 @@ Each run picks user ids from the reviews file (or synthetic unknown users), fire
 requests with ``--concurrency`` clients sharing one pooled aiohttp session (the load generator shares
 the machine with the stack: httpx's pool cost ~2.7 ms of CPU per request here, aiohttp's ~0.15 ms),
 and prints one line per (strategy, reasons, cache) with the CPU each local stack process spent per
-request. Target on the dev box: hybrid with template reasons p95 < 100 ms at 32 clients.
+request. A cache-on row also gives the p95 of the answers the gateway computed (``X-Cache: miss``):
+each user's first request, all at the start of the row, where its p95 falls. ``--trace FILE`` writes
+every request (start offset, latency, user, X-Cache) to see whether slow ones cluster in time.
+Targets (issue 14): on the default stack, hybrid, popular and als p95 < 100 ms, llm_only < 150 ms.
 """
 
 from __future__ import annotations
@@ -114,6 +117,7 @@ async def run_one(
     trace: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     latencies: list[float] = []
+    miss_ms: list[float] = []  # answers the gateway computed (X-Cache miss) in a cache-on row
     errors = 0
     degraded = 0
     hits = 0
@@ -151,6 +155,8 @@ async def run_one(
                 except (aiohttp.ClientError, TimeoutError):
                     ok = False
                 latencies.append(time.perf_counter() - t0)
+                if cache == "on" and x_cache == "miss":
+                    miss_ms.append(1000 * latencies[-1])
                 if trace is not None:
                     trace.append({"strategy": strategy, "cache": cache, "i": i, "user": user, "ok": ok,
                                   "x_cache": x_cache, "start_s": round(t0 - start, 4),
@@ -184,6 +190,8 @@ async def run_one(
         "p50_ms": pct(ms, 50),
         "p95_ms": pct(ms, 95),
         "p99_ms": pct(ms, 99),
+        "miss_n": len(miss_ms),
+        "miss_p95_ms": pct(miss_ms, 95),
         "mean_ms": statistics.fmean(ms) if ms else float("nan"),
         "rps": len(ms) / wall if wall else 0.0,
         # CPU milliseconds per request, per local process (only what runs on this machine)
@@ -223,7 +231,9 @@ async def main_async(args: argparse.Namespace) -> None:
             f"{row['strategy']:10} {row['reasons']:9} {label:9} {row['n']:>5} {row['errors']:>4} "
             f"{row['degraded']:>5} "
             f"{row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['rps']:>8.1f}"
-            + (f"  stored {row['stored']}, pending {row['pending']}" if strategy == "llm_only" else ""),
+            + (f"  stored {row['stored']}, pending {row['pending']}" if strategy == "llm_only" else "")
+            + (f"  computed (miss) answers: {row['miss_n']}, p95 {row['miss_p95_ms']:.1f} ms"
+               if cache == "on" and row["miss_n"] else ""),
             flush=True,
         )
         cpu = {n: v for n, v in row["cpu_ms"].items() if v == v and v >= 0.05}
