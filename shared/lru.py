@@ -39,3 +39,8 @@ class LruCache(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._data)
+
+    def keys(self) -> list[K]:
+        """The keys, least recently used first (a copy)."""
+        with self._lock:
+            return list(self._data)

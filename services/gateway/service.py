@@ -55,6 +55,7 @@ class Plan:
     retriever_cold: bool | None = None
     index_version: str | None = None  # the retriever's index the candidates came from
     rerank: str | None = None  # llm_only: stored | pending | inline | none
+    fresh: bool = False  # the caller sent Cache-Control: no-cache: the retriever computes, too
 
     def fallback(self, reason: str) -> None:
         """A dependency failed or timed out: another path answers, and the answer says degraded."""
@@ -163,7 +164,7 @@ class Recommender:
         """The answer; ``info["cache"]`` (when given) says hit, miss or bypass."""
         info = info if info is not None else {}
         start = time.perf_counter()
-        plan = Plan(strategy=strategy, k=k)
+        plan = Plan(strategy=strategy, k=k, fresh=not use_cache)
         backend = reasons or self.settings.GATEWAY_REASONS
         # hybrid: the retriever blends the user's ALS top-N itself (one hop, not two); the gateway
         # calls the ALS service for strategy=als, and for hybrid only when the retriever is down.
@@ -290,9 +291,10 @@ class Recommender:
         k: int | None = None,
     ) -> bool:
         try:
-            resp = await self.clients.candidates(
-                self._retriever_body(user_id, ctx, strategy=strategy, k=k or plan.k, exclude=exclude)
-            )
+            body = self._retriever_body(user_id, ctx, strategy=strategy, k=k or plan.k, exclude=exclude)
+            if plan.fresh:
+                body["fresh"] = True
+            resp = await self.clients.candidates(body)
         except DependencyError as e:
             log.warning("retriever failed", extra={"user_id": user_id, "strategy": strategy, "error": str(e)})
             plan.fallback(f"retriever:{e.kind}")

@@ -60,6 +60,7 @@ async def candidates(body: CandidatesRequest, svc: ServiceDep) -> FastJSON:
             else None
         ),
         profile_version=body.profile_version,
+        fresh=body.fresh,
     ))
 
 
@@ -83,7 +84,7 @@ def ranker(svc: ServiceDep) -> dict[str, Any]:
     figures that chose it; ``{"ready": false}`` before the first fit or when it is switched off."""
     if svc.ranker is None:
         return {"ready": False, "enabled": False}
-    return {"enabled": True, **svc.ranker.describe()}
+    return {"enabled": True, **svc.ranker.describe(), "precomputed": svc.precompute_info()}
 
 
 @router.post("/ranker/refit", dependencies=[Depends(admin_authorized)])

@@ -449,6 +449,12 @@ def push_away(ranked: Sequence[Any], *, index: IndexSnapshot, dislike: np.ndarra
     return [ranked[i] for i in order]
 
 
+def core_history(user: UserSignals) -> list[str]:
+    """The history as the ranking core reads it: oldest first (the signals hold the newest first),
+    ties by asin as the core was fitted."""
+    return [h.parent_asin for h in sorted(user.history, key=lambda h: (h.timestamp, h.parent_asin))]
+
+
 def ranked_candidates(
     *,
     core: Any,
@@ -462,8 +468,7 @@ def ranked_candidates(
     """hybrid with the ranking core (``services.retriever.ranking``): the user's history through its
     sources and model, the rating floor applied, items the catalog cannot show skipped. None for a
     user without history (the vector pipeline and cold start handle them)."""
-    # oldest first (the signals hold the newest first), ties by asin as the core was fitted
-    history = [h.parent_asin for h in sorted(user.history, key=lambda h: (h.timestamp, h.parent_asin))]
+    history = core_history(user)
     if not history:
         return None
     excluded = set(exclude) | set(history)

@@ -96,6 +96,17 @@ class RetrieverSettings(CommonSettings):
     RETRIEVER_RANKER_REFIT_S: float = Field(
         default=300.0, gt=0, description="at most one ranking-core refit per this many seconds (when data changed)"
     )
+    RETRIEVER_PRECOMPUTE: bool = Field(
+        default=True,
+        description="hybrid answers of the ranking core are kept per user until their inputs change, and "
+        "computed ahead (a ready profile, a new snapshot, catalog or core) so requests find them ready",
+    )
+    RETRIEVER_PRECOMPUTE_K: int = Field(
+        default=5, ge=1, le=200, description="the k answers are computed ahead for (the gateway's default k)"
+    )
+    RETRIEVER_PRECOMPUTE_USERS: int = Field(
+        default=50_000, ge=0, description="users whose precomputed hybrid answers are kept (LRU; 0 = none)"
+    )
     RETRIEVER_RANKER_TUNE_USERS: int = Field(
         default=3000, ge=0, description="validation users the ranking core tunes on per round (0 = all)"
     )

@@ -55,6 +55,10 @@ class CandidatesRequest(BaseModel):
         description="the user's profile version as the caller just read it (0: no profile row); given, "
         "the stored profile is reused from the retriever's cache for that version",
     )
+    fresh: bool = Field(
+        False, description="hybrid: compute the answer now instead of serving the one precomputed for "
+        "the same inputs (the two are the same list; this measures or checks the computation)",
+    )
 
     @field_validator("profile_vector")
     @classmethod
@@ -89,4 +93,8 @@ class CandidatesResponse(BaseModel):
     )
     als_version: int | None = Field(
         None, description="hybrid: the live ALS model whose top-N was blended in (None: none was)"
+    )
+    precomputed: bool = Field(
+        False, description="hybrid: the answer was computed ahead (or by an earlier request) for exactly "
+        "these inputs and the live models, not in this request",
     )

@@ -27,11 +27,13 @@ from services.retriever.candidates import (
     HistoryEntry,
     RankingParams,
     TextEncoder,
+    core_history,
     generate_candidates,
 )
 from services.retriever.catalog import Catalog
 from services.retriever.config import RetrieverSettings
 from services.retriever.index import IndexConfig, IndexSnapshot, set_search_threads
+from services.retriever.memo import MEMO, AnswerMemo, Precomputer, answer_key
 from services.retriever.ranking.live import LiveRanker
 from services.retriever.store import CatalogCursor, SnapshotStore, index_store, load_catalog, refresh_catalog
 from services.retriever.sync import bootstrap, load_compatible
@@ -93,6 +95,13 @@ class RetrieverService:
                        tune_users=settings.RETRIEVER_RANKER_TUNE_USERS)
             if settings.RETRIEVER_RANKER else None
         )
+        # hybrid answers kept until their inputs change, and computed ahead of requests (memo.py)
+        self.memo: AnswerMemo | None = (
+            AnswerMemo(settings.RETRIEVER_PRECOMPUTE_USERS)
+            if self.ranker is not None and settings.RETRIEVER_PRECOMPUTE and settings.RETRIEVER_PRECOMPUTE_USERS > 0
+            else None
+        )
+        self.precomputer: Precomputer | None = None
 
     @property
     def encoder(self) -> TextEncoder | None:
@@ -121,6 +130,10 @@ class RetrieverService:
         # this instance's own consumer groups, from the latest offset: a missed profiles.v1 event
         # costs one embedding on that user's next request; a missed models.v1 event costs time (the
         # refit pass looks at the live versions every RETRIEVER_RANKER_REFIT_S anyway)
+        if self.memo is not None:
+            memo = self.memo
+            self.precomputer = Precomputer(compute=self.precompute, versions=self.live_versions,
+                                           remembered=memo.users).start()
         if self.settings.RETRIEVER_PROFILE_LISTENER:
             self._listeners.append(EventListener(
                 self.settings, topics=[events.PROFILES], group_id=f"retriever-profiles-{self._instance}",
@@ -132,6 +145,8 @@ class RetrieverService:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.precomputer is not None:
+            self.precomputer.stop()
         for listener in self._listeners:
             listener.stop()
         for t in self._threads:
@@ -257,6 +272,8 @@ class RetrieverService:
                 continue
             if ev.status == "ready":
                 self.users.remember_profile(ev)
+                if self.precomputer is not None:
+                    self.precomputer.ask(ev.user_id, "profile")
 
     # ---- models.v1 ------------------------------------------------------------------------------
     def handle_model_events(self, records: Sequence[Any]) -> None:
@@ -294,6 +311,7 @@ class RetrieverService:
         profile_vector: Sequence[float] | None = None,
         history: Sequence[HistoryEntry] | None = None,
         profile_version: int | None = None,
+        fresh: bool = False,
     ) -> dict[str, Any]:
         started = time.perf_counter()
         snap, catalog = self.current()
@@ -315,6 +333,19 @@ class RetrieverService:
             if blend and user_id:
                 als_version, als_candidates = self.users.als_topn(user_id=user_id, conn=conn)
         kk = k if k is not None else (self.params.llm_k if strategy == "llm_only" else 10)
+        core = self.ranker.core if self.ranker is not None else None
+        key: bytes | None = None
+        if strategy == "hybrid" and core is not None and user_id and user.history and self.memo is not None:
+            key = answer_key(history=core_history(user), exclude=exclude, k=kk, dislike=user.dislike_vector,
+                             versions=self._versions(snap, catalog, core))
+            if fresh:
+                MEMO.labels("fresh").inc()
+            else:
+                stored = self.memo.get(user_id, kk, key)
+                MEMO.labels("miss" if stored is None else "hit").inc()
+                if stored is not None:
+                    QUERY_SECONDS.labels("hybrid_precomputed").observe(time.perf_counter() - started)
+                    return stored
         result: CandidateResult = generate_candidates(
             strategy=strategy,
             index=snap,
@@ -325,10 +356,39 @@ class RetrieverService:
             exclude=exclude,
             als_candidates=als_candidates,
             encoder=self.encoder,
-            core=self.ranker.core if self.ranker is not None else None,
+            core=core,
         )
         QUERY_SECONDS.labels(strategy).observe(time.perf_counter() - started)
-        return result.to_dict(user_id) | {"als_version": als_version}
+        out = result.to_dict(user_id) | {"als_version": als_version, "precomputed": False}
+        if key is not None and user_id and self.memo is not None and result.ranker is not None:
+            self.memo.put(user_id, kk, key, out | {"precomputed": True})
+            MEMO.labels("stored").inc()
+        return out
+
+    @staticmethod
+    def _versions(snap: IndexSnapshot, catalog: Catalog, core: Any) -> tuple[Any, ...]:
+        """What a ranking-core answer depends on beyond the user: snapshot, catalog, core."""
+        return (snap.version_label, id(snap), catalog.generation, core.version, id(core))
+
+    def live_versions(self) -> tuple[Any, ...]:
+        snap, catalog = self.current()
+        core = self.ranker.core if self.ranker is not None else None
+        if core is None:
+            raise IndexNotReady("no ranking core yet")
+        return self._versions(snap, catalog, core)
+
+    def precompute_info(self) -> dict[str, Any]:
+        """The memo of hybrid answers: how many users it holds, how many wait to be computed ahead."""
+        if self.memo is None:
+            return {"enabled": False}
+        pc = self.precomputer
+        return {"enabled": True, "answers": len(self.memo), "waiting": pc.waiting() if pc else 0,
+                "computed_ahead": pc.done if pc else 0, "k": self.settings.RETRIEVER_PRECOMPUTE_K}
+
+    def precompute(self, user_id: str) -> None:
+        """The user's hybrid answer at the gateway's default k, stored for their next request."""
+        self.candidates(user_id=user_id, profile_text=None, strategy="hybrid",
+                        k=self.settings.RETRIEVER_PRECOMPUTE_K, fresh=True)
 
     def item(self, *, parent_asin: str) -> dict[str, Any]:
         snap, catalog = self.current()

@@ -97,3 +97,38 @@ def test_refit_is_an_operator_action_behind_the_admin_key(client: TestClient, rs
         assert client.get("/v1/ranker").status_code == 200  # reading the description stays open
     finally:
         app.state.settings = rsettings  # type: ignore[attr-defined]
+
+
+def test_hybrid_answers_are_computed_ahead_and_served_until_their_inputs_change(
+        client: TestClient, rsettings: RetrieverSettings, data: Any) -> None:
+    svc = service_of(client)
+    wait_for(lambda: svc.ranker is not None and svc.ranker.core is not None, timeout_s=120)
+    assert svc.precomputer is not None and svc.memo is not None
+    user, seen = busiest(data[0])
+    k = rsettings.RETRIEVER_PRECOMPUTE_K
+    done = svc.precomputer.done
+    svc.precomputer.ask(user)  # what a ready profile event does
+    wait_for(lambda: svc.precomputer is not None and svc.precomputer.done > done, timeout_s=30)
+    ask = {"user_id": user, "k": k, "strategy": "hybrid", "exclude": sorted(seen)}
+    served = client.post("/v1/candidates", json=ask).json()
+    computed = client.post("/v1/candidates", json=ask | {"fresh": True}).json()
+    assert served["precomputed"] is True and computed["precomputed"] is False
+    assert served["items"] == computed["items"] and served["ranker_version"] == computed["ranker_version"]
+    # another input is another answer: one more excluded item is computed, not served
+    first = served["items"][0]["parent_asin"]
+    other = client.post("/v1/candidates", json=ask | {"exclude": sorted(seen | {first})}).json()
+    assert other["precomputed"] is False and first not in {i["parent_asin"] for i in other["items"]}
+    # a new review of the user changes the history: the stored answer is not served for it
+    review = {**data[0][0], "user_id": user, "parent_asin": first, "timestamp": 2_000_000_000_000}
+    assert ingest(database_url=rsettings.database_url, kind="reviews", records=[review]).accepted == 1
+    after = client.post("/v1/candidates", json=ask).json()
+    assert after["precomputed"] is False and first not in {i["parent_asin"] for i in after["items"]}
+    # a new core: the users the memo holds are ranked again ahead of their next request
+    before = svc.ranker.core.version if svc.ranker and svc.ranker.core else None
+    done = svc.precomputer.done
+    assert svc.ranker is not None and svc.ranker.refit(svc.current()[0]) is True
+    wait_for(lambda: svc.precomputer is not None and svc.precomputer.done > done, timeout_s=30)
+    again = client.post("/v1/candidates", json=ask).json()
+    assert again["ranker_version"] != before and again["precomputed"] is True
+    info = client.get("/v1/ranker").json()["precomputed"]
+    assert info["enabled"] and info["answers"] >= 1 and info["k"] == k

@@ -104,6 +104,23 @@ def recent_rows(index: ItemIndex, history: Sequence[str], *, length: int, decay:
     return rows, np.power(float(decay), steps)
 
 
+def weighted_rows(matrix: sp.csr_matrix, rows: Sequence[int], weights: np.ndarray) -> np.ndarray:
+    """``sum_i weights[i] * matrix[rows[i]]`` as a dense vector over the columns: the same sums as
+    ``matrix[rows].T @ weights``, read straight from the CSR arrays (scipy's fancy row indexing costs
+    ~0.1 ms a call, most of a source's time per request)."""
+    indptr = matrix.indptr
+    rows_a = np.asarray(rows, dtype=np.int64)
+    starts, ends = indptr[rows_a], indptr[rows_a + 1]
+    lengths = ends - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(matrix.shape[1], dtype=np.float64)
+    # positions of every stored entry of the chosen rows, row after row
+    offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
+    values = matrix.data[offsets] * np.repeat(np.asarray(weights, dtype=np.float64), lengths)
+    return np.bincount(matrix.indices[offsets], weights=values, minlength=matrix.shape[1])
+
+
 class ScoredSource:
     """A source that scores every item of ``self.index`` (``scores(history)``, None when it knows
     nothing of the history): its candidates are the best positive scores. Subclasses set ``index`` in

@@ -26,6 +26,7 @@ from services.retriever.sources.base import (
     recent_rows,
     row_candidates,
     user_sequences,
+    weighted_rows,
 )
 
 
@@ -107,5 +108,5 @@ class CoReviewSource(ScoredSource):
         rows, weights = recent_rows(self.index, history, length=self.history_length, decay=self.decay)
         if not rows:
             return None
-        return np.asarray(self.similarity[rows].T @ weights).ravel()
+        return weighted_rows(self.similarity, rows, weights)
 

@@ -22,6 +22,7 @@ from services.retriever.sources.base import (
     ItemIndex,
     ScoredSource,
     recent_rows,
+    weighted_rows,
 )
 from shared.amazon import item_text
 from shared.records import get_field
@@ -79,7 +80,7 @@ class LexicalSource(ScoredSource):
         rows, weights = recent_rows(self.index, history, length=self.history_length, decay=self.decay)
         if not rows:
             return None
-        user = np.asarray(self.matrix[rows].T @ weights).ravel()
+        user = weighted_rows(self.matrix, rows, weights)
         norm = float(np.linalg.norm(user))
         if norm == 0.0:
             return None

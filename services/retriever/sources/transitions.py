@@ -28,6 +28,7 @@ from services.retriever.sources.base import (
     recent_rows,
     row_candidates,
     user_sequences,
+    weighted_rows,
 )
 from services.retriever.sources.coreview import keep_top_per_row
 
@@ -114,8 +115,8 @@ class TransitionSource(ScoredSource):
             return None
         out = np.zeros(len(self.index))
         if self.forward_weight:
-            out += self.forward_weight * np.asarray(self.forward[rows].T @ weights).ravel()
+            out += self.forward_weight * weighted_rows(self.forward, rows, weights)
         if self.backward_weight:
-            out += self.backward_weight * np.asarray(self.backward[rows].T @ weights).ravel()
+            out += self.backward_weight * weighted_rows(self.backward, rows, weights)
         return out
 
