@@ -33,7 +33,12 @@ log = get_logger(__name__)
 MEMO = Counter("recsys_retriever_precomputed_total", "hybrid answers served or stored by the memo",
                ["result"])  # hit | miss | stored | fresh (the caller asked for a computed one)
 PRECOMPUTED = Counter("recsys_retriever_precompute_total", "hybrid answers computed ahead of a request",
-                      ["trigger", "result"])  # profile | versions ; done | failed
+                      ["trigger", "result"])  # profile | versions ; done | deferred | failed
+
+
+class NotYet(Exception):
+    """Raised by a precompute that cannot rank yet (no snapshot or core): the user is kept and ranked
+    when the live versions first appear or next change."""
 
 
 def answer_key(*, history: Sequence[str], exclude: Iterable[str], k: int, dislike: np.ndarray | None,
@@ -77,7 +82,8 @@ class AnswerMemo:
 class Precomputer:
     """The background thread that fills :class:`AnswerMemo` ahead of requests.
 
-    ``compute(user_id)`` runs the retriever's own query for the user (it stores the answer);
+    ``compute(user_id)`` runs the retriever's own query for the user (it stores the answer; it raises
+    :class:`NotYet` before the core is live, and the user is ranked once it is);
     ``versions()`` returns the live (snapshot, catalog, core) versions; ``remembered()`` the users whose
     answers the memo holds. Users queue at most once; the thread stops with ``stop``."""
 
@@ -94,6 +100,7 @@ class Precomputer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._seen_versions: tuple[Any, ...] | None = None
+        self._deferred: set[str] = set()  # asked before the core could rank them
         self.done = 0
 
     def start(self) -> Precomputer:
@@ -123,11 +130,11 @@ class Precomputer:
         except Exception:  # not ready yet (no snapshot, no core)
             return
         if now != self._seen_versions:
-            first = self._seen_versions is None
             self._seen_versions = now
-            if not first:
-                for u in self._remembered():
-                    self.ask(u, "versions")
+            with self._lock:
+                deferred, self._deferred = self._deferred, set()
+            for u in [*self._remembered(), *sorted(deferred)]:
+                self.ask(u, "versions")
 
     def _next(self) -> tuple[str, str] | None:
         with self._lock:
@@ -147,6 +154,10 @@ class Precomputer:
                 self._compute(user_id)
                 self.done += 1
                 PRECOMPUTED.labels(trigger, "done").inc()
+            except NotYet:
+                with self._lock:
+                    self._deferred.add(user_id)
+                PRECOMPUTED.labels(trigger, "deferred").inc()
             except Exception as e:
                 PRECOMPUTED.labels(trigger, "failed").inc()
                 log.warning("precompute failed", extra={"user_id": user_id, "error": str(e)[:300]})

@@ -33,7 +33,7 @@ from services.retriever.candidates import (
 from services.retriever.catalog import Catalog
 from services.retriever.config import RetrieverSettings
 from services.retriever.index import IndexConfig, IndexSnapshot, set_search_threads
-from services.retriever.memo import MEMO, AnswerMemo, Precomputer, answer_key
+from services.retriever.memo import MEMO, AnswerMemo, NotYet, Precomputer, answer_key
 from services.retriever.ranking.live import LiveRanker
 from services.retriever.store import CatalogCursor, SnapshotStore, index_store, load_catalog, refresh_catalog
 from services.retriever.sync import bootstrap, load_compatible
@@ -387,6 +387,8 @@ class RetrieverService:
 
     def precompute(self, user_id: str) -> None:
         """The user's hybrid answer at the gateway's default k, stored for their next request."""
+        if not self.ready or self.ranker is None or self.ranker.core is None:
+            raise NotYet("no ranking core yet")
         self.candidates(user_id=user_id, profile_text=None, strategy="hybrid",
                         k=self.settings.RETRIEVER_PRECOMPUTE_K, fresh=True)
 

@@ -3,10 +3,11 @@ test_ranker.py)."""
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
-from services.retriever.memo import AnswerMemo, Precomputer, answer_key
+from services.retriever.memo import AnswerMemo, NotYet, Precomputer, answer_key
 
 VERSIONS = ("v1", 1, 3, "core-a", 7)
 
@@ -43,11 +44,18 @@ def test_the_memo_serves_an_answer_only_for_its_own_key() -> None:
 
 
 def test_the_precomputer_ranks_asked_users_once_and_everyone_again_when_versions_change() -> None:
-    versions = ["v1"]
+    state: dict = {"versions": None, "remembered": []}
     computed: list[str] = []
     lock = threading.Condition()
 
+    def versions() -> tuple:
+        if state["versions"] is None:
+            raise RuntimeError("no core yet")
+        return (state["versions"],)
+
     def compute(user: str) -> None:
+        if state["versions"] is None:
+            raise NotYet("no core yet")
         with lock:
             computed.append(user)
             lock.notify_all()
@@ -56,17 +64,26 @@ def test_the_precomputer_ranks_asked_users_once_and_everyone_again_when_versions
         with lock:
             assert lock.wait_for(lambda: len(computed) >= n, timeout=10), computed
 
-    pc = Precomputer(compute=compute, versions=lambda: (versions[0],), remembered=lambda: ["u1", "u2"],
+    pc = Precomputer(compute=compute, versions=versions, remembered=lambda: list(state["remembered"]),
                      poll_s=0.05)
     pc.ask("u1")
     pc.ask("u1")  # queued once
     assert pc.waiting() == 1
     pc.start()
     try:
+        # asked before the core was live: kept, and ranked as soon as the core appears
+        deadline = time.monotonic() + 10
+        while pc.waiting() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)
+        assert computed == []
+        state["versions"] = "v1"
         wait(1)
-        versions[0] = "v2"  # a new core: every remembered user again
+        assert computed == ["u1"]
+        state["remembered"] = ["u1", "u2"]
+        state["versions"] = "v2"  # a new core: every remembered user again
         wait(3)
-        assert computed[0] == "u1" and sorted(computed[1:3]) == ["u1", "u2"]
+        assert sorted(computed[1:3]) == ["u1", "u2"]
     finally:
         pc.stop()
     assert pc.done >= 3
