@@ -15,7 +15,8 @@ the machine with the stack: httpx's pool cost ~2.7 ms of CPU per request here, a
 and prints one line per (strategy, reasons, cache) with the CPU each local stack process spent per
 request. A cache-on row also gives the p95 of the answers the gateway computed (``X-Cache: miss``):
 each user's first request, all at the start of the row, where its p95 falls. ``--trace FILE`` writes
-every request (start offset, latency, user, X-Cache) to see whether slow ones cluster in time.
+every request (start offset, latency, user, X-Cache, the gateway's Server-Timing: its DB read and each
+dependency call) to see whether slow ones cluster in time and where their time went.
 Targets (issue 14): on the default stack, hybrid, popular and als p95 < 100 ms, llm_only < 150 ms.
 """
 
@@ -139,7 +140,7 @@ async def run_one(
             for i in counter:
                 user = users[i % len(users)]
                 t0 = time.perf_counter()
-                x_cache = None
+                x_cache = timing = None
                 try:
                     async with client.get(
                         f"/v1/users/{user}/recommendations", params=params, headers=headers
@@ -147,6 +148,7 @@ async def run_one(
                         body = await r.read()
                         ok = r.status == 200
                         x_cache = r.headers.get("X-Cache")
+                        timing = r.headers.get("Server-Timing")
                         hits += x_cache == "hit"
                     if ok and b'"degraded":true' in body:
                         degraded += 1
@@ -160,7 +162,7 @@ async def run_one(
                 if trace is not None:
                     trace.append({"strategy": strategy, "cache": cache, "i": i, "user": user, "ok": ok,
                                   "x_cache": x_cache, "start_s": round(t0 - start, 4),
-                                  "ms": round(1000 * latencies[-1], 2)})
+                                  "ms": round(1000 * latencies[-1], 2), "server_timing": timing})
                 if not ok:
                     errors += 1
 

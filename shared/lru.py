@@ -4,6 +4,7 @@ version, a model version): entries are never invalidated, only evicted by size."
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from typing import Generic, TypeVar
 
@@ -44,3 +45,35 @@ class LruCache(Generic[K, V]):
         """The keys, least recently used first (a copy)."""
         with self._lock:
             return list(self._data)
+
+
+class TtlLru(Generic[K, V]):
+    """An LRU whose entries also expire ``ttl_s`` seconds after they were put (a put may give its own,
+    shorter TTL). For one event loop's caches (no lock): the gateway's answers and item facts."""
+
+    def __init__(self, *, ttl_s: float, size: int) -> None:
+        self.ttl_s = ttl_s
+        self.size = size
+        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()  # key -> (expires at, value)
+
+    def get(self, key: K) -> V | None:
+        hit = self._data.get(key)
+        if hit is None:
+            return None
+        if time.monotonic() > hit[0]:
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return hit[1]
+
+    def put(self, key: K, value: V, *, ttl_s: float | None = None) -> None:
+        ttl = self.ttl_s if ttl_s is None else min(ttl_s, self.ttl_s)
+        if ttl <= 0 or self.size <= 0:
+            return
+        self._data[key] = (time.monotonic() + ttl, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)

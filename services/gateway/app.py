@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -10,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 
-from services.gateway.clients import ServiceClients
+from services.gateway.clients import REQUEST_TIMING, ServiceClients, server_timing
 from services.gateway.config import GatewaySettings, get_settings
 from services.gateway.schemas import GatewayStrategy, ReasonsBackend, RecommendationsResponse
 from services.gateway.service import Recommender
@@ -67,10 +68,18 @@ async def recommendations(
     """
     fresh = "no-cache" in (cache_control or "").lower()
     info: dict[str, str] = {}
-    answer = await svc.recommend(
-        user_id=user_id, k=k, strategy=strategy, reasons=reasons, use_cache=not fresh, info=info
-    )
-    return FastJSON(answer, headers={"X-Cache": info.get("cache", "bypass")})
+    timing: dict[str, float] = {}
+    token = REQUEST_TIMING.set(timing)
+    started = time.perf_counter()
+    try:
+        answer = await svc.recommend(
+            user_id=user_id, k=k, strategy=strategy, reasons=reasons, use_cache=not fresh, info=info
+        )
+    finally:
+        REQUEST_TIMING.reset(token)
+    timing["total"] = time.perf_counter() - started
+    # Server-Timing: where the answer's time went (the DB read, each dependency call, the total)
+    return FastJSON(answer, headers={"X-Cache": info.get("cache", "bypass"), "Server-Timing": server_timing(timing)})
 
 
 @users_router.get("/{user_id}/profile")

@@ -12,6 +12,7 @@ each request), aiohttp 0.13 ms; the gateway makes two or three such calls per an
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -35,6 +36,20 @@ RETRIES = Counter(
     ["dependency"],
 )
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+#: the current request's time per step (name -> seconds), for its ``Server-Timing`` header
+REQUEST_TIMING: ContextVar[dict[str, float] | None] = ContextVar("gateway_request_timing", default=None)
+
+
+def note_timing(name: str, seconds: float) -> None:
+    """Add ``seconds`` to the current request's ``name`` step (no-op outside a timed request)."""
+    timing = REQUEST_TIMING.get()
+    if timing is not None:
+        timing[name] = timing.get(name, 0.0) + seconds
+
+
+def server_timing(timing: dict[str, float]) -> str:
+    """The ``Server-Timing`` header value (durations in ms)."""
+    return ", ".join(f"{name};dur={1000 * s:.1f}" for name, s in timing.items())
 
 
 class DependencyError(Exception):
@@ -144,7 +159,9 @@ class ServiceClients:
             outcome = "unreachable"
             raise DependencyError(dependency, "unreachable", message=type(e).__name__) from e
         finally:
-            DEPENDENCY_LATENCY.labels(dependency, call, outcome).observe(time.perf_counter() - start)
+            took = time.perf_counter() - start
+            DEPENDENCY_LATENCY.labels(dependency, call, outcome).observe(took)
+            note_timing(f"{dependency}-{call}", took)
 
     async def _send(
         self, dependency: str, method: str, url: str, data: bytes | None, timeout: aiohttp.ClientTimeout

@@ -39,6 +39,10 @@ class GatewaySettings(CommonSettings):
     # Degraded answers are never cached. 0 disables it; a request with Cache-Control: no-cache skips it.
     GATEWAY_CACHE_TTL_S: float = Field(30.0, ge=0, description="answer cache TTL; 0 disables")
     GATEWAY_CACHE_SIZE: int = Field(50_000, ge=1, description="answers kept per gateway replica (LRU)")
+    GATEWAY_PENDING_TTL_S: float = Field(
+        5.0, ge=0, description="llm_only answers whose LLM re-rank is still pending are cached this long at "
+        "most (the stored re-rank is served within it once written); 0: never cached"
+    )
 
 
 @lru_cache

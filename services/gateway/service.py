@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import Counter, Histogram
 
 from services.gateway import store
-from services.gateway.clients import DependencyError, ServiceClients
+from services.gateway.clients import DependencyError, ServiceClients, note_timing
 from services.gateway.config import GatewaySettings
 from services.gateway.schemas import GatewayStrategy, ReasonsBackend
 from shared.http import DomainError
 from shared.logging import get_logger
+from shared.lru import TtlLru
 from shared.metrics import LATENCY_BUCKETS
 from shared.reasons import fill_reasons
 
@@ -84,27 +84,21 @@ class Plan:
 
 
 class AnswerCache:
-    """LRU of recent answers with a TTL; an entry is valid only for the user stamp it was built with."""
+    """Recent answers (TTL + LRU); an entry is valid only for the user stamp it was built with."""
 
     def __init__(self, *, ttl_s: float, size: int) -> None:
-        self.ttl_s = ttl_s
-        self.size = size
-        self._data: OrderedDict[tuple[Any, ...], tuple[float, str, dict[str, Any]]] = OrderedDict()
+        self._lru: TtlLru[tuple[Any, ...], tuple[str, dict[str, Any]]] = TtlLru(ttl_s=ttl_s, size=size)
 
     def get(self, key: tuple[Any, ...], stamp: str) -> dict[str, Any] | None:
-        hit = self._data.get(key)
-        if hit is None or hit[1] != stamp or time.monotonic() - hit[0] > self.ttl_s:
+        hit = self._lru.get(key)
+        if hit is None or hit[0] != stamp:
             CACHE.labels("miss").inc()
             return None
-        self._data.move_to_end(key)
         CACHE.labels("hit").inc()
-        return hit[2]
+        return hit[1]
 
-    def put(self, key: tuple[Any, ...], stamp: str, answer: dict[str, Any]) -> None:
-        self._data[key] = (time.monotonic(), stamp, answer)
-        self._data.move_to_end(key)
-        while len(self._data) > self.size:
-            self._data.popitem(last=False)
+    def put(self, key: tuple[Any, ...], stamp: str, answer: dict[str, Any], *, ttl_s: float | None = None) -> None:
+        self._lru.put(key, (stamp, answer), ttl_s=ttl_s)
 
 
 class FactsCache:
@@ -112,29 +106,23 @@ class FactsCache:
     their own for items just shown; LRU of ``size`` items."""
 
     def __init__(self, *, ttl_s: float, size: int) -> None:
-        self.ttl_s, self.size = ttl_s, size
-        self._data: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._lru: TtlLru[str, dict[str, Any]] = TtlLru(ttl_s=ttl_s, size=size)
 
     def get_many(self, asins: list[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
         """(facts found fresh, asins still to read)."""
-        now, found, missing = time.monotonic(), {}, []
+        found: dict[str, dict[str, Any]] = {}
+        missing: list[str] = []
         for asin in asins:
-            hit = self._data.get(asin)
-            if hit is not None and now - hit[0] <= self.ttl_s:
-                found[asin] = hit[1]
+            hit = self._lru.get(asin)
+            if hit is not None:
+                found[asin] = hit
             else:
                 missing.append(asin)
         return found, missing
 
     def put_many(self, facts: dict[str, dict[str, Any]]) -> None:
-        if self.ttl_s <= 0:
-            return
-        now = time.monotonic()
         for asin, f in facts.items():
-            self._data[asin] = (now, f)
-            self._data.move_to_end(asin)
-        while len(self._data) > self.size:
-            self._data.popitem(last=False)
+            self._lru.put(asin, f)
 
 
 class Recommender:
@@ -228,9 +216,10 @@ class Recommender:
             "notes": plan.notes,
             "rerank": plan.rerank,
         }
-        # a pending re-rank is not cached either: the stored one is served as soon as it is written
-        if cache is not None and ctx is not None and not plan.degraded and plan.rerank != "pending":
-            cache.put(key, ctx.stamp, answer)
+        # a pending re-rank is kept only GATEWAY_PENDING_TTL_S: the stored one is served soon after it is written
+        if cache is not None and ctx is not None and not plan.degraded:
+            pending = plan.rerank == "pending"
+            cache.put(key, ctx.stamp, answer, ttl_s=self.settings.GATEWAY_PENDING_TTL_S if pending else None)
         return answer
 
     async def profile(self, *, user_id: str) -> dict[str, Any] | None:
@@ -239,6 +228,7 @@ class Recommender:
     # ------------------------------------------------------------------ steps
 
     async def _user(self, user_id: str, plan: Plan) -> store.UserRecord | None:
+        started = time.perf_counter()
         try:
             return await asyncio.to_thread(
                 store.load_user,
@@ -250,6 +240,8 @@ class Recommender:
             log.exception("profile read failed", extra={"user_id": user_id})
             plan.fallback("db:unavailable")
             return None
+        finally:
+            note_timing("db-user", time.perf_counter() - started)
 
     def _retriever_body(
         self,

@@ -248,6 +248,11 @@ def test_answer_cache_reuses_until_the_user_changes_and_never_keeps_degraded_ans
         misses = _cache_count(c, "miss")
         fresh = c.get(f"/v1/users/{user}/recommendations", params=q, headers={"Cache-Control": "no-cache"})
         assert fresh.headers["X-Cache"] == "bypass"
+        # Server-Timing says where a computed answer's time went; a cached one made no calls
+        steps = dict(part.split(";dur=") for part in fresh.headers["Server-Timing"].split(", "))
+        assert {"db-user", "retriever-candidates", "total"} <= set(steps), steps
+        assert 0 < float(steps["retriever-candidates"]) <= float(steps["total"])
+        assert "retriever-candidates" not in second.headers["Server-Timing"]
         assert (_cache_count(c, "hit"), _cache_count(c, "miss")) == (hits + 1, misses)
         # A new review changes the user's stamp: the next answer is computed, and excludes that item.
         reviewed = first["items"][0]["parent_asin"]
