@@ -16,6 +16,7 @@ class LruCache(Generic[K, V]):
         self.maxsize = maxsize
         self._data: OrderedDict[K, V] = OrderedDict()
         self._lock = threading.Lock()
+        self.evicted = 0  # entries dropped for size so far
 
     def get(self, key: K) -> V | None:
         """The value (marked recently used), or None on a miss."""
@@ -37,6 +38,7 @@ class LruCache(Generic[K, V]):
             self._data.move_to_end(key)
             while len(self._data) > self.maxsize:
                 self._data.popitem(last=False)
+                self.evicted += 1
 
     def __len__(self) -> int:
         return len(self._data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -73,12 +74,35 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     listener = (EventListener(settings, topics=[events.PROFILES], group_id="explainer-reasons",
                               handler=app.state.explainer.handle_profile_events, name="explainer-profiles").start()
                 if settings.EXPLAINER_PRECOMPUTE and app.state.explainer.llm_enabled else None)
+    follow = (start_following(cache, reranks, every_s=settings.EXPLAINER_FOLLOW_S)
+              if remote is not None and db_url and settings.EXPLAINER_FOLLOW_S > 0 else None)
     try:
         yield
     finally:
+        if follow is not None:
+            follow.set()
         if listener is not None:
             listener.stop()
         app.state.explainer.close()
+
+
+def start_following(cache: ReasonCache, reranks: RerankStore, *, every_s: float) -> threading.Event:
+    """One thread that keeps both caches complete (``TableFollower``); set the event to stop it."""
+    stop = threading.Event()
+    followers = [cache.follow(stale_s=3 * every_s + 2.0), reranks.follow(stale_s=3 * every_s + 2.0)]
+
+    def run() -> None:
+        while not stop.is_set():
+            for f in followers:
+                try:
+                    while f.poll(batch=5_000) >= 5_000:  # a backlog: read on until caught up
+                        pass
+                except Exception as e:  # the database is away: requests read it themselves meanwhile
+                    log.warning("reason cache follow failed", extra={"error": str(e)[:300]})
+            stop.wait(every_s)
+
+    threading.Thread(target=run, name="explainer-follow", daemon=True).start()
+    return stop
 
 
 async def readiness(app: FastAPI) -> dict[str, Any]:

@@ -78,6 +78,10 @@ class ExplainerSettings(LlmSettings):
     EXPLAINER_MISS_TTL_S: float = Field(
         5.0, ge=0, description="a reason or re-rank not stored yet is looked up in the database again after this "
         "long, not on every request (0 = every request); what the worker writes is served at most this late")
+    EXPLAINER_FOLLOW_S: float = Field(
+        1.0, ge=0, description="with the LLM worker: the serving explainer reads the reasons and re-ranks the "
+        "worker wrote this often into memory, so requests read no database while memory holds them all "
+        "(EXPLAINER_CACHE_SIZE rows); what the worker writes is served about this late; 0 = off")
     EXPLAINER_DB_CACHE: bool = True
 
 

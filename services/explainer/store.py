@@ -46,6 +46,66 @@ class MissMemory:
         self._until.put(key, time.monotonic() + self.ttl_s)
 
 
+#: ids read again on every poll (out-of-order commits; see TableFollower.poll)
+OVERLAP = 500
+
+
+class TableFollower:
+    """Keeps an LRU holding every row of a table the explainer worker only ever adds to (autoincrement
+    ``id``): the newest rows that fit are loaded once, then each :meth:`poll` adds the rows with a higher
+    id. While it is :attr:`complete` (polled within ``stale_s`` and nothing dropped: the table fits the
+    LRU), memory is the whole table, so a key that is not in memory is not stored and a request needs no
+    database read; otherwise the caches read the database as before."""
+
+    def __init__(self, *, database_url: str, table: Any, columns: Sequence[Any], lru: LruCache[Any, Any],
+                 row_item: Any, stale_s: float) -> None:
+        self.database_url = database_url
+        self.table = table
+        self.columns = list(columns)
+        self.lru = lru
+        self.row_item = row_item  # row -> (key, value)
+        self.stale_s = stale_s
+        self.last_id: int | None = None
+        self.partial = False
+        self.polled_at = 0.0
+        self.rows = 0
+
+    def poll(self, batch: int = 5_000) -> int:
+        """Rows added since the last poll, into memory (the first poll loads the newest that fit).
+        Returns how many were new, or ``batch`` when more are waiting (call again)."""
+        id_col = self.table.id
+        with read_connection(self.database_url) as conn:
+            if self.last_id is None:
+                size = max(1, self.lru.maxsize)
+                rows = conn.execute(select(id_col, *self.columns).order_by(id_col.desc()).limit(size + 1)).all()
+                self.partial = len(rows) > size
+                rows = rows[:size][::-1]
+                caught_up = True
+            else:
+                # the last OVERLAP ids again: a PostgreSQL transaction can commit after one that took a
+                # higher id, and its rows must not be skipped (reading a row twice changes nothing)
+                rows = conn.execute(select(id_col, *self.columns).where(id_col > self.last_id - OVERLAP)
+                                    .order_by(id_col).limit(batch + OVERLAP)).all()
+                caught_up = len(rows) < batch + OVERLAP
+        n = 0
+        for row in rows:
+            key, value = self.row_item(row[1:])
+            if self.lru.get(key) is None:
+                self.lru.put(key, value)
+                n += 1
+        self.last_id = max(self.last_id or 0, int(rows[-1][0]) if rows else 0)
+        self.rows += n
+        if caught_up:
+            self.polled_at = time.monotonic()
+            return n
+        return batch
+
+    @property
+    def complete(self) -> bool:
+        return (self.last_id is not None and not self.partial and self.lru.evicted == 0
+                and time.monotonic() - self.polled_at <= self.stale_s)
+
+
 class ReasonCache:
     def __init__(self, *, database_url: str | None, lru_size: int, miss_ttl_s: float = 0.0) -> None:
         self.database_url = database_url
@@ -53,6 +113,18 @@ class ReasonCache:
         self.missed = MissMemory(ttl_s=miss_ttl_s, size=lru_size)
         self.hits = 0
         self.misses = 0
+        self.follower: TableFollower | None = None
+
+    def follow(self, *, stale_s: float) -> TableFollower:
+        """Keep memory complete by following the table (the serving explainer, while only the worker
+        writes); poll it with ``self.follower.poll()``."""
+        assert self.database_url
+        self.follower = TableFollower(
+            database_url=self.database_url, table=Explanation,
+            columns=[Explanation.user_id, Explanation.profile_version, Explanation.parent_asin,
+                     Explanation.model_name, Explanation.reason],
+            lru=self.lru, row_item=lambda r: ((r[0], int(r[1]), r[2], r[3]), r[4]), stale_s=stale_s)
+        return self.follower
 
     def in_memory(
         self, *, user_id: str | None, profile_version: int, model_name: str, asins: Sequence[str]
@@ -68,6 +140,8 @@ class ReasonCache:
                 found[asin] = value
             else:
                 missing.append(asin)
+        if missing and self.follower is not None and self.follower.complete:
+            missing = []  # memory holds every stored reason: these have none yet
         if missing and all(self.missed.recent((uid, profile_version, a, model_name)) for a in missing):
             missing = []  # looked up a moment ago and not there
         return found, bool(missing and self.database_url)
@@ -155,12 +229,27 @@ class RerankStore:
         self.database_url = database_url
         self.lru: LruCache[RerankKey, dict[str, Any]] = LruCache(lru_size)
         self.missed = MissMemory(ttl_s=miss_ttl_s, size=lru_size)
+        self.follower: TableFollower | None = None
+
+    def follow(self, *, stale_s: float) -> TableFollower:
+        """As :meth:`ReasonCache.follow`, for the stored re-ranks (the worker writes each key once)."""
+        assert self.database_url
+        self.follower = TableFollower(
+            database_url=self.database_url, table=StoredRerank,
+            columns=[StoredRerank.user_id, StoredRerank.profile_version, StoredRerank.catalog_version,
+                     StoredRerank.model_name, StoredRerank.items, StoredRerank.method, StoredRerank.parsed],
+            lru=self.lru, stale_s=stale_s,
+            row_item=lambda r: ((r[0], int(r[1]), r[2], r[3]),
+                                {"items": list(r[4] or []), "method": r[5], "parsed": int(r[6] or 0)}))
+        return self.follower
 
     def in_memory(self, key: RerankKey) -> tuple[dict[str, Any] | None, bool]:
         """(the stored re-rank the LRU holds, whether the database must still be read): no I/O."""
         hit = self.lru.get(key)
         if hit is not None or not self.database_url:
             return hit, False
+        if self.follower is not None and self.follower.complete:
+            return None, False  # memory holds every stored re-rank: this one is not written yet
         return None, not self.missed.recent(key)
 
     def get(self, key: RerankKey, *, fresh: bool = False) -> dict[str, Any] | None:
