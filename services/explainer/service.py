@@ -40,6 +40,7 @@ from services.explainer.schemas import (
     RerankResponse,
 )
 from services.explainer.store import ANONYMOUS, ReasonCache, RerankKey, RerankStore
+from shared.db import run_read
 from shared.logging import get_logger
 from shared.reasons import TEMPLATE_MODEL, fill_reasons, profile_terms
 
@@ -290,8 +291,8 @@ class Explainer:
             cached, read = self.cache.in_memory(user_id=req.user_id, profile_version=req.profile_version,
                                                 model_name=model, asins=asins)
             if read:  # the database only when memory cannot answer (a thread hop costs more than the rest)
-                cached = await asyncio.to_thread(self.cache.get_many, user_id=req.user_id,
-                                                 profile_version=req.profile_version, model_name=model, asins=asins)
+                cached = await run_read(self.cache.database_url or "", self.cache.get_many, user_id=req.user_id,
+                                        profile_version=req.profile_version, model_name=model, asins=asins)
             CACHE.labels("hit").inc(len(cached))
             CACHE.labels("miss").inc(len(items) - len(cached))
             todo = [i for i, it in enumerate(items) if it.parent_asin not in cached]
@@ -542,7 +543,7 @@ class Explainer:
         if (req.mode == "auto" and not self.settings.EXPLAINER_INLINE_LLM) or self.reasoner is None:
             stored, read = self.reranks.in_memory(key)
             if read:
-                stored = await asyncio.to_thread(self.reranks.get, key)
+                stored = await run_read(self.reranks.database_url or "", self.reranks.get, key)
             if stored is not None:
                 if self.remote is not None:
                     self.remote.forget(key)

@@ -23,6 +23,7 @@ from services.gateway import store
 from services.gateway.clients import DependencyError, ServiceClients, note_timing
 from services.gateway.config import GatewaySettings
 from services.gateway.schemas import GatewayStrategy, ReasonsBackend
+from shared.db import run_read
 from shared.http import DomainError
 from shared.logging import get_logger
 from shared.lru import TtlLru
@@ -230,7 +231,8 @@ class Recommender:
     async def _user(self, user_id: str, plan: Plan) -> store.UserRecord | None:
         started = time.perf_counter()
         try:
-            return await asyncio.to_thread(
+            return await run_read(
+                self.db_url,
                 store.load_user,
                 self.db_url,
                 user_id=user_id,
@@ -453,7 +455,7 @@ class Recommender:
         facts, missing = self.facts.get_many(asins)
         if missing:
             try:
-                read = await asyncio.to_thread(store.items_by_asin, self.db_url, missing)
+                read = await run_read(self.db_url, store.items_by_asin, self.db_url, missing)
                 self.facts.put_many(read)
                 facts |= read
             except Exception:
