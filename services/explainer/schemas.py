@@ -45,6 +45,9 @@ class ExplainRequest(BaseModel):
     profile_version: int = Field(0, ge=0)
     items: list[ItemFacts] = Field(max_length=MAX_ITEMS)
     backend: Backend = "auto"
+    templates: bool = Field(
+        True, description="false: return only the items that have an LLM reason; the caller renders the "
+        "templates for the rest itself (the gateway does, with the same shared.reasons code)")
 
 
 class Explanation(BaseModel):

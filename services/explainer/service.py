@@ -338,6 +338,13 @@ class Explainer:
                         model_name=model,
                         reasons=fresh,
                     )
+        backend = self.backend_name if use_llm else "template"
+        if not req.templates:  # the caller renders the templates (and drops repeated LLM reasons) itself
+            out = [Explanation(parent_asin=it.parent_asin, reason=r, source="llm")
+                   for it, r in zip(items, reasons, strict=True) if r]
+            if out:
+                REASONS.labels("llm").inc(len(out))
+            return ExplainResponse(explanations=out, backend=backend, degraded=degraded, pending=pending)
         # A repeated LLM reason is dropped and gets a template instead, like a missing one.
         filled = fill_reasons(
             user_id=req.user_id,
@@ -350,7 +357,6 @@ class Explainer:
         for it, (reason, source) in zip(items, filled, strict=True):
             out.append(Explanation(parent_asin=it.parent_asin, reason=reason, source=source))
             REASONS.labels(source).inc()
-        backend = self.backend_name if use_llm else "template"
         return ExplainResponse(explanations=out, backend=backend, degraded=degraded, pending=pending)
 
     def in_background(self, *, user_id: str | None, profile_version: int, terms: Any,

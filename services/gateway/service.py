@@ -485,6 +485,7 @@ class Recommender:
                 "profile_version": ctx.profile_version if ctx else 0,
                 "items": [_facts(i) for i in todo],
                 "backend": backend,
+                "templates": False,  # only the LLM reasons: the templates are rendered below, once
             }
             try:
                 resp = await self.clients.explain(body)

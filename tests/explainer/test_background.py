@@ -48,9 +48,14 @@ def test_a_request_answers_at_once_and_the_llm_reasons_follow(explainer_settings
         _wait(lambda: c.get("/readyz").json()["checks"]["model"]["background_jobs"] == 0)
         assert len(llm.calls) == 4  # one job, not two
         second = c.post("/v1/explanations", json=req).json()
+        # templates=false (the gateway's way): only the LLM reasons come back; the caller renders the rest
+        only = c.post("/v1/explanations", json=req | {"templates": False}).json()
     assert second["pending"] == 0 and second["degraded"] is False
     assert sum(e["source"] == "llm" for e in second["explanations"]) >= 1, second
     assert len(llm.calls) == 4  # the second answer came from the cache
+    llm_reasons = [e for e in second["explanations"] if e["source"] == "llm"]
+    assert only["explanations"] and all(e["source"] == "llm" for e in only["explanations"])
+    assert {e["parent_asin"] for e in llm_reasons} <= {e["parent_asin"] for e in only["explanations"]}
 
 
 def test_backend_llm_still_waits_for_the_llm(explainer_settings: ExplainerSettings, unique: str) -> None:

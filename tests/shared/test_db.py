@@ -59,3 +59,19 @@ def test_database_check_reports_reachable_and_unreachable_databases(pg_url: str)
     assert down["ok"] is False and down["error"].startswith("OperationalError")
     assert asyncio.run(database_check_async(pg_url)) == {"ok": True}
     assert asyncio.run(database_check_async(dead, timeout_s=5.0))["ok"] is False
+
+
+def test_run_read_keeps_sqlite_reads_on_the_loop_and_sends_networked_ones_to_a_thread() -> None:
+    import asyncio
+    import threading
+
+    from shared.db import run_read
+
+    async def main() -> tuple[int, int, int]:
+        here = threading.get_ident()
+        lite = await run_read("sqlite:///x.db", threading.get_ident)
+        pg = await run_read("postgresql+psycopg://h/db", threading.get_ident)
+        return here, lite, pg
+
+    here, lite, pg = asyncio.run(main())
+    assert lite == here and pg != here
