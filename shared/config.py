@@ -150,6 +150,14 @@ class LlmSettings(CommonSettings):
         "scheduler autogroups): on CPUs shared with the services, requests go first; 19 (the default) also "
         "runs it under SCHED_IDLE, on CPU time nothing else wants; 0 = unchanged (dedicated GPU nodes)",
     )
+    LLM_YIELD_BUSY: float = Field(
+        0.5, ge=0, le=1, description="the LLM workers pause their work (between tokens and prompts) while "
+        "more than this share of the machine's CPU time goes to normal-priority work (the services under "
+        "load); 0 = never pause"
+    )
+    LLM_YIELD_MAX_S: float = Field(
+        5.0, ge=0, description="longest pause per prompt for LLM_YIELD_BUSY: background work always progresses"
+    )
 
 
 @lru_cache

@@ -233,9 +233,10 @@ def worker_explainer() -> Explainer:
 def _warm_up() -> None:
     """Load the model when the worker starts, not on the first job; the whole process runs at
     ``LLM_NICE`` (on a shared CPU, the services' requests go first)."""
-    from shared.llm import background_priority
+    from shared.llm import background_priority, yield_to_foreground
 
     background_priority(settings.LLM_NICE, whole_process=True)
+    yield_to_foreground(busy=settings.LLM_YIELD_BUSY, max_pause_s=settings.LLM_YIELD_MAX_S)
     worker_explainer()
 
 

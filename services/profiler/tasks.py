@@ -68,9 +68,10 @@ def _warm_up() -> None:
     """Load the models when the worker process starts, not on the first job; the thread that runs the
     jobs gets ``LLM_NICE`` (profiles are background work: on a shared CPU the services go first)."""
     from shared.embeddings import get_encoder
-    from shared.llm import background_priority
+    from shared.llm import background_priority, yield_to_foreground
 
     background_priority(settings.LLM_NICE, whole_process=True)
+    yield_to_foreground(busy=settings.LLM_YIELD_BUSY, max_pause_s=settings.LLM_YIELD_MAX_S)
 
     _get_llm()
     get_encoder(settings.EMBEDDING_MODEL)
