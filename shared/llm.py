@@ -161,6 +161,7 @@ class ForegroundGate:
         self.window_s = window_s
         self._last: tuple[float, float, float] | None = None  # (monotonic, busy, total)
         self._fraction = 0.0
+        self._budget = max_pause_s  # what the current prompt may still wait
         self.paused_s = 0.0
 
     def _busy_now(self) -> float:
@@ -175,14 +176,18 @@ class ForegroundGate:
         self._last = (now, times[0], times[1])
         return self._fraction
 
-    def pause(self) -> float:
-        """Sleep while the machine is busy with normal-priority work; returns the seconds slept."""
+    def pause(self, *, new_prompt: bool = False) -> float:
+        """Sleep while the machine is busy with normal-priority work, within what is left of the
+        prompt's ``max_pause_s`` (``new_prompt`` starts a prompt's budget); returns the seconds slept."""
         if self.busy <= 0:
             return 0.0
+        if new_prompt:
+            self._budget = self.max_pause_s
         slept = 0.0
-        while slept < self.max_pause_s and self._busy_now() > self.busy:
+        while slept + self.window_s <= self._budget and self._busy_now() > self.busy:
             time.sleep(self.window_s)
             slept += self.window_s
+        self._budget -= slept
         self.paused_s += slept
         return slept
 
@@ -199,9 +204,10 @@ def yield_to_foreground(*, busy: float, max_pause_s: float) -> ForegroundGate | 
     return _GATE
 
 
-def foreground_pause() -> float:
-    """Seconds this background LLM call just waited for the foreground (0 outside the workers)."""
-    return _GATE.pause() if _GATE is not None else 0.0
+def foreground_pause(*, new_prompt: bool = False) -> float:
+    """Seconds this background LLM call just waited for the foreground (0 outside the workers);
+    ``new_prompt`` before each prompt (its own ``LLM_YIELD_MAX_S``), not between its tokens."""
+    return _GATE.pause(new_prompt=new_prompt) if _GATE is not None else 0.0
 
 
 def resolve_model(model: str) -> tuple[Path | str, str | None]:
@@ -395,7 +401,7 @@ class LlamaCppLLM:
                 n_prompt = self.count_tokens(formatted.prompt)
                 if n_prompt + max_new_tokens > self.n_ctx:
                     raise LLMUnavailable(f"prompt of {n_prompt} tokens does not fit the {self.n_ctx} context")
-                foreground_pause()
+                foreground_pause(new_prompt=True)
                 deadline = time.monotonic() + self.timeout_s
                 try:
                     result = self._llm.create_completion(
@@ -427,7 +433,7 @@ class LlamaCppLLM:
 
         formatted = self._formatter(messages=_with_system(system, prompt)).prompt + answer_prefix  # type: ignore[arg-type]
         with self._lock:
-            foreground_pause()
+            foreground_pause(new_prompt=True)
             ids = self._llm.tokenize(formatted.encode("utf-8"), add_bos=False, special=True)
             if len(ids) + 1 > self.n_ctx:
                 raise LLMUnavailable(f"prompt of {len(ids)} tokens does not fit the {self.n_ctx} context")
@@ -566,7 +572,7 @@ class TransformersLLM:
             self._constraint(json_schema)  # the vocabulary view, built once, outside the time budget
         with self._lock, torch.inference_mode():
             for start in range(0, len(rendered), self.batch_size):
-                foreground_pause()  # background work: the services first (off on GPU nodes)
+                foreground_pause(new_prompt=True)  # background work: the services first (off on GPU nodes)
                 deadline = time.monotonic() + self.timeout_s  # per forward batch of LLM_BATCH_SIZE prompts
                 remaining = self.timeout_s
                 chunk = rendered[start : start + self.batch_size]

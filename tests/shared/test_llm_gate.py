@@ -25,10 +25,14 @@ def test_the_gate_pauses_while_the_machine_is_busy_and_at_most_its_cap(monkeypat
     share = [0.9]
     _fake_stat(monkeypatch, share)
     gate = llm.ForegroundGate(busy=0.5, max_pause_s=0.2, window_s=0.01)
-    gate.pause()  # the first reading only sets the baseline
+    gate.pause(new_prompt=True)  # the first reading only sets the baseline
     time.sleep(0.02)  # a window later
     slept = gate.pause()
-    assert 0.2 <= slept < 0.3  # busy all along: paused, but never past the cap
+    assert 0.15 <= slept <= 0.2  # busy all along: paused, but never past the prompt's cap
+    time.sleep(0.02)
+    assert gate.pause() == 0.0  # between tokens of the same prompt: its budget is spent
+    time.sleep(0.02)
+    assert gate.pause(new_prompt=True) >= 0.15  # the next prompt has its own
     share[0] = 0.1  # the services went quiet
     time.sleep(0.02)
     assert gate.pause() == 0.0
