@@ -192,6 +192,9 @@ class ForegroundGate:
         return slept
 
 
+#: tokens per llama.cpp evaluation call when scoring labels (a background worker may pause between them)
+EVAL_CHUNK = 128
+
 #: the process' gate (set by :func:`yield_to_foreground` in the LLM workers; None: never pauses)
 _GATE: ForegroundGate | None = None
 
@@ -441,9 +444,15 @@ class LlamaCppLLM:
                 lambda t: self._llm.tokenize(t.encode("utf-8"), add_bos=False, special=False), labels
             )
             started = time.monotonic()
+            paused = 0.0
             try:
                 self._llm.reset()
-                self._llm.eval(ids)
+                # in chunks, so a background worker can pause between them for the services (a re-rank's
+                # prompt is ~1,000 tokens: a second or more of one core in a single call otherwise)
+                for at in range(0, len(ids), EVAL_CHUNK):
+                    if at:
+                        paused += foreground_pause()
+                    self._llm.eval(ids[at:at + EVAL_CHUNK])
                 ptr = llama_cpp.llama_get_logits_ith(self._llm.ctx, -1)
                 logits = np.ctypeslib.as_array(ptr, shape=(self._llm.n_vocab(),))
                 scores = [float(logits[i]) for i in label_ids]
@@ -451,7 +460,7 @@ class LlamaCppLLM:
                 raise LLMUnavailable(f"llama.cpp evaluation failed: {exc}") from exc
             finally:
                 self._llm.reset()  # the next completion re-evaluates from scratch
-            if time.monotonic() - started > self.timeout_s:
+            if time.monotonic() - started - paused > self.timeout_s:
                 raise LLMTimeout(f"scoring exceeded {self.timeout_s:.0f}s")
         return scores
 

@@ -112,3 +112,21 @@ def test_transformers_scores_labels_like_llama_cpp(real_llm: Any, transformers_l
     b = tf.score_labels(prompt, labels, system=SYSTEM, answer_prefix=ANSWER_PREFIX)  # type: ignore[attr-defined]
     assert len(a) == len(b) == 8 and all(np.isfinite(b))
     assert float(np.corrcoef(a, b)[0, 1]) > 0.9
+
+
+def test_label_scores_are_the_same_evaluated_in_chunks(real_llm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A background worker evaluates the re-rank prompt in chunks (it may pause between them for the
+    services): the scores are those of one whole evaluation."""
+    import numpy as np
+
+    import shared.llm as llm_module
+    from services.explainer.rerank import ANSWER_PREFIX, SYSTEM, label_prompt
+
+    prompt, labels = label_prompt(summary="This customer buys soft cotton blankets and pillows.",
+                                  candidates=make_items(12, seed=23))
+    chunked = real_llm.score_labels(prompt, labels, system=SYSTEM, answer_prefix=ANSWER_PREFIX)
+    monkeypatch.setattr(llm_module, "EVAL_CHUNK", 100_000)
+    whole = real_llm.score_labels(prompt, labels, system=SYSTEM, answer_prefix=ANSWER_PREFIX)
+    assert len(chunked) == len(whole) == 12
+    assert np.allclose(chunked, whole, atol=0.05), (chunked, whole)
+    assert int(np.argmax(chunked)) == int(np.argmax(whole))
