@@ -68,7 +68,6 @@ class TableFollower:
         self.last_id: int | None = None
         self.partial = False
         self.polled_at = 0.0
-        self.rows = 0
 
     def poll(self, batch: int = 5_000) -> int:
         """Rows added since the last poll, into memory (the first poll loads the newest that fit).
@@ -94,7 +93,6 @@ class TableFollower:
                 self.lru.put(key, value)
                 n += 1
         self.last_id = max(self.last_id or 0, int(rows[-1][0]) if rows else 0)
-        self.rows += n
         if caught_up:
             self.polled_at = time.monotonic()
             return n

@@ -131,9 +131,8 @@ class RetrieverService:
         # costs one embedding on that user's next request; a missed models.v1 event costs time (the
         # refit pass looks at the live versions every RETRIEVER_RANKER_REFIT_S anyway)
         if self.memo is not None:
-            memo = self.memo
             self.precomputer = Precomputer(compute=self.precompute, versions=self.live_versions,
-                                           remembered=memo.users).start()
+                                           remembered=self.memo.users).start()
         if self.settings.RETRIEVER_PROFILE_LISTENER:
             self._listeners.append(EventListener(
                 self.settings, topics=[events.PROFILES], group_id=f"retriever-profiles-{self._instance}",
