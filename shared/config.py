@@ -156,7 +156,8 @@ class LlmSettings(CommonSettings):
         "load); 0 = never pause"
     )
     LLM_YIELD_MAX_S: float = Field(
-        5.0, ge=0, description="longest pause per prompt for LLM_YIELD_BUSY: background work always progresses"
+        30.0, ge=0, description="longest pause per prompt for LLM_YIELD_BUSY: background work always "
+        "progresses, at least one prompt per this many seconds of a machine kept busy by the services"
     )
 
 

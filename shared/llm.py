@@ -192,7 +192,8 @@ class ForegroundGate:
         return slept
 
 
-#: tokens per llama.cpp evaluation call when scoring labels (a background worker may pause between them)
+#: tokens per llama.cpp evaluation call when scoring labels or prefilling a prompt (a background worker
+#: may pause between them)
 EVAL_CHUNK = 128
 
 #: the process' gate (set by :func:`yield_to_foreground` in the LLM workers; None: never pauses)
@@ -204,6 +205,13 @@ def yield_to_foreground(*, busy: float, max_pause_s: float) -> ForegroundGate | 
     the profiler and explainer workers call it at start. ``busy`` <= 0 turns it off."""
     global _GATE
     _GATE = ForegroundGate(busy=busy, max_pause_s=max_pause_s) if busy > 0 else None
+    if _GATE is not None:
+        try:  # the worker's encoder too: one thread, so a batch it embeds leaves the other core free
+            import torch
+
+            torch.set_num_threads(1)
+        except ImportError:
+            pass
     return _GATE
 
 
@@ -407,6 +415,7 @@ class LlamaCppLLM:
                 foreground_pause(new_prompt=True)
                 deadline = time.monotonic() + self.timeout_s
                 try:
+                    deadline += self._prefill(formatted.prompt)
                     result = self._llm.create_completion(
                         formatted.prompt,
                         max_tokens=max_new_tokens,
@@ -425,6 +434,29 @@ class LlamaCppLLM:
                     text = close_json(text, json_schema)
                 outputs.append(text)
         return outputs
+
+    def _prefill(self, prompt: str) -> float:
+        """In a background worker, evaluate the prompt but its last token in ``EVAL_CHUNK`` chunks, pausing
+        for the services between them; returns the seconds paused. ``create_completion`` then finds this
+        prefix in the context and evaluates only the last token (the same logits: the same tokens in
+        the same positions), where it would otherwise evaluate a ~1,000-token prompt in one call that
+        no gate can split. Outside the workers (no gate) it does nothing."""
+        if _GATE is None:
+            return 0.0
+        ids = self._llm.tokenize(prompt.encode("utf-8"), special=True)[:-1]  # as create_completion does
+        cached = self._llm.input_ids[: self._llm.n_tokens]  # what the context holds from the last call
+        keep = 0
+        for a, b in zip(cached, ids, strict=False):  # the matching prefix stays (a shared system prompt)
+            if a != b:
+                break
+            keep += 1
+        self._llm.n_tokens = keep  # eval() drops what the context holds beyond n_tokens
+        paused = 0.0
+        for at in range(keep, len(ids), EVAL_CHUNK):
+            if at > keep:
+                paused += foreground_pause()
+            self._llm.eval(ids[at:at + EVAL_CHUNK])
+        return paused
 
     def score_labels(
         self, prompt: str, labels: Sequence[str], *, system: str | None = None, answer_prefix: str = ""
@@ -612,7 +644,6 @@ class TransformersLLM:
                     texts = [close_json(t, json_schema) for t in texts]
                 outputs.extend(texts)
         return outputs
-
 
     def score_labels(
         self, prompt: str, labels: Sequence[str], *, system: str | None = None, answer_prefix: str = ""

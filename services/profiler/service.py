@@ -29,7 +29,7 @@ from services.profiler.profiles import ProfileResult, profiles_from_histories
 from services.profiler.prompts import PROMPT_VERSION
 from shared import outbox
 from shared.db import session_scope
-from shared.llm import LLM
+from shared.llm import LLM, foreground_pause
 from shared.logging import get_logger
 from shared.models import Profile
 from shared.text import dislikes_text
@@ -89,6 +89,7 @@ def _embed(
         encoder = get_encoder(settings.EMBEDDING_MODEL)
     dislikes = {i: dislikes_text(results[i].profile.dislikes) for i in ready}
     with_dislikes = [i for i in ready if dislikes[i]]
+    foreground_pause(new_prompt=True)  # a background worker embeds when the services leave it the CPU
     matrix = encoder.encode([results[i].text() for i in ready] + [dislikes[i] for i in with_dislikes])
     negative = dict(zip(with_dislikes, matrix[len(ready):], strict=True))
     for i, vec in zip(ready, matrix[: len(ready)], strict=True):

@@ -130,3 +130,37 @@ def test_label_scores_are_the_same_evaluated_in_chunks(real_llm: Any, monkeypatc
     assert len(chunked) == len(whole) == 12
     assert np.allclose(chunked, whole, atol=0.05), (chunked, whole)
     assert int(np.argmax(chunked)) == int(np.argmax(whole))
+
+
+def test_a_background_prompt_is_prefilled_in_chunks_with_the_same_completion(
+    real_llm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A yielding worker evaluates a completion's prompt in ``EVAL_CHUNK`` chunks (pausing for the
+    services between them) before llama.cpp's completion call, which then reuses that prefix: the
+    text is the same as with one whole evaluation, and the prompt is evaluated once, not twice."""
+    import shared.llm as llm_module
+
+    items = make_items(6, seed=5)
+    prompt = "Write one short reason to buy the first product for this customer.\n" + "\n".join(
+        f"- {it['title']}: {it.get('description') or ''}" for it in items
+    )
+    schema = {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 60}},
+              "required": ["reason"]}
+    monkeypatch.setattr(llm_module, "_GATE", None)
+    real_llm._llm.reset()
+    whole = real_llm.generate([prompt], max_new_tokens=24, json_schema=schema, system="Answer in JSON.")
+
+    monkeypatch.setattr(llm_module, "_GATE", llm_module.ForegroundGate(busy=1.0, max_pause_s=0.0))  # on, never busy
+    monkeypatch.setattr(llm_module, "EVAL_CHUNK", 32)
+    evaluated: list[int] = []
+    inner = real_llm._llm.eval
+    monkeypatch.setattr(real_llm._llm, "eval", lambda tokens: (evaluated.append(len(tokens)), inner(tokens))[1])
+    real_llm._llm.reset()  # nothing to reuse from the call above
+    chunked = real_llm.generate([prompt], max_new_tokens=24, json_schema=schema, system="Answer in JSON.")
+
+    assert chunked == whole
+    formatted = real_llm._formatter(messages=llm_module._with_system("Answer in JSON.", prompt)).prompt
+    n_prompt = len(real_llm._llm.tokenize(formatted.encode("utf-8"), special=True))
+    assert n_prompt > 3 * 32
+    assert evaluated[: (n_prompt - 1) // 32] == [32] * ((n_prompt - 1) // 32)  # the prefill, chunk by chunk
+    assert sum(evaluated) <= n_prompt + 24  # the completion evaluated only the prompt's last token

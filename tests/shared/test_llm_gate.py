@@ -43,8 +43,15 @@ def test_off_and_outside_the_workers_nothing_pauses(monkeypatch: pytest.MonkeyPa
     assert llm.ForegroundGate(busy=0.0, max_pause_s=5.0).pause() == 0.0
     monkeypatch.setattr(llm, "_GATE", None)
     assert llm.foreground_pause() == 0.0
-    gate = llm.yield_to_foreground(busy=0.5, max_pause_s=0.05)
-    assert gate is not None and llm._GATE is gate
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        gate = llm.yield_to_foreground(busy=0.5, max_pause_s=0.05)
+        assert gate is not None and llm._GATE is gate
+        assert torch.get_num_threads() == 1  # the worker's encoder leaves the other cores to the services
+    finally:
+        torch.set_num_threads(threads)
     assert llm.yield_to_foreground(busy=0.0, max_pause_s=1.0) is None and llm._GATE is None
 
 
