@@ -151,7 +151,7 @@ class LlmSettings(CommonSettings):
         "runs it under SCHED_IDLE, on CPU time nothing else wants; 0 = unchanged (dedicated GPU nodes)",
     )
     LLM_YIELD_BUSY: float = Field(
-        0.5, ge=0, le=1, description="the LLM workers pause their work (between tokens and prompts) while "
+        0.25, ge=0, le=1, description="the LLM workers pause their work (between tokens and prompts) while "
         "more than this share of the machine's CPU time goes to normal-priority work (the services under "
         "load); 0 = never pause"
     )

@@ -352,16 +352,18 @@ BROKER_UP = Gauge("recsys_broker_up", "1 when the last broker probe of this proc
 class EventListener:
     """A :class:`ConsumerLoop` in a daemon thread for a service's own reactions to events (warm a
     cache, wake a refit): started from the latest offset, rebuilt every ``retry_s`` while the broker
-    is down. A missed event costs the service only time, so nothing here holds a request up.
+    is down. A missed event costs the service only time, so nothing here holds a request up. Each
+    attempt gives up bootstrapping after ``bootstrap_timeout_s`` (the client's default is 30 s), so a
+    stop while the broker is down is not held up by it either.
 
     ``group_id``: one per process where every replica needs every event; a shared one where one
     replica's reaction serves all.
     """
 
     def __init__(self, settings: CommonSettings, *, topics: Sequence[str], group_id: str, handler: BatchHandler,
-                 name: str, retry_s: float = 5.0) -> None:
+                 name: str, retry_s: float = 5.0, bootstrap_timeout_s: float = 5.0) -> None:
         self.settings, self.topics, self.group_id, self.handler = settings, list(topics), group_id, handler
-        self.name, self.retry_s = name, retry_s
+        self.name, self.retry_s, self.bootstrap_timeout_s = name, retry_s, bootstrap_timeout_s
         self._stop = threading.Event()
         self._loop: ConsumerLoop | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -382,7 +384,9 @@ class EventListener:
             try:
                 self._loop = ConsumerLoop(settings=self.settings, topics=self.topics, group_id=self.group_id,
                                           handler=self.handler, name=self.name,
-                                          consumer_overrides={"auto_offset_reset": "latest"})
+                                          consumer_overrides={
+                                              "auto_offset_reset": "latest",
+                                              "bootstrap_timeout_ms": int(self.bootstrap_timeout_s * 1000)})
                 if self._stop.is_set():  # stop() ran while the loop was being built
                     return
                 self._loop.run()

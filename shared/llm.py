@@ -193,8 +193,9 @@ class ForegroundGate:
 
 
 #: tokens per llama.cpp evaluation call when scoring labels or prefilling a prompt (a background worker
-#: may pause between them)
-EVAL_CHUNK = 128
+#: may pause between them): on one core of the 2-core dev VM llama.cpp evaluates SmolLM2-135M at 85-110
+#: tokens/s, so a chunk of 16 holds the CPU for ~0.2 s before the gate looks again (128: 1.5 s)
+EVAL_CHUNK = 16
 
 #: the process' gate (set by :func:`yield_to_foreground` in the LLM workers; None: never pauses)
 _GATE: ForegroundGate | None = None
@@ -480,7 +481,7 @@ class LlamaCppLLM:
             try:
                 self._llm.reset()
                 # in chunks, so a background worker can pause between them for the services (a re-rank's
-                # prompt is ~1,000 tokens: a second or more of one core in a single call otherwise)
+                # prompt is ~1,000 tokens: ten seconds of one core in a single call otherwise)
                 for at in range(0, len(ids), EVAL_CHUNK):
                     if at:
                         paused += foreground_pause()

@@ -8,7 +8,6 @@ trains models of its own and must not disturb the other ALS tests' live versions
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -39,6 +38,7 @@ from shared.neighbours import (
 )
 from tests.als.synth import planted_ratings
 from tests.utils.databases import temporary_database
+from tests.utils.records import messy_log
 from tests.utils.settings import service_settings
 
 
@@ -59,16 +59,8 @@ def python_lists(frame: pd.DataFrame, *, top: int, windows: tuple[int, ...], tra
 
 
 def messy_frame(seed: int = 5) -> pd.DataFrame:
-    """Sequences with ties in time (ordered by asin, then rating), repeats of an item, exact duplicate
-    rows and users with one review."""
-    rng = random.Random(seed)
-    rows = []
-    for u in range(80):
-        t = 1_600_000_000_000 + rng.randrange(10) * 86_400_000
-        for _ in range(rng.randrange(1, 10)):
-            t += rng.choice([0, 0, 86_400_000])  # a third of the steps share the day
-            rows.append((f"u{u:02d}", f"i{rng.randrange(25):02d}", float(rng.randrange(1, 6)), t))
-    rows += [rows[3], rows[3], ("solo-user", "solo-item", 5.0, 1)]
+    """The shared messy log (ties in time, repeats, duplicate rows, one-review users) as the job's frame."""
+    rows = [(i.user_id, i.parent_asin, i.rating, i.timestamp) for i in messy_log(seed, users=80, items=25)]
     return pd.DataFrame(rows, columns=["user_id", "parent_asin", "rating", "timestamp"])
 
 

@@ -224,11 +224,11 @@ def test_event_listener_sees_events_after_it_started_and_outlives_a_broker_outag
 
     down = settings.model_copy(update={"KAFKA_BOOTSTRAP": "127.0.0.1:1"})
     failing = EventListener(down, topics=[topic], group_id=f"down-{unique}", handler=handler,
-                            name="down-listener", retry_s=0.1).start()
+                            name="down-listener", retry_s=0.1, bootstrap_timeout_s=1.0).start()
     time.sleep(1.0)
     assert failing._thread.is_alive()  # retrying, not dead
     started = time.monotonic()
     failing.stop(timeout_s=2)  # a consumer still being built cannot be interrupted: stop never waits long
     assert time.monotonic() - started < 5
-    failing._thread.join(timeout=90)  # the thread ends once that attempt gives up: no retry after stop
+    failing._thread.join(timeout=10)  # the thread ends once that attempt gives up: no retry after stop
     assert not failing._thread.is_alive()

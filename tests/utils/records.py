@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 import uuid
@@ -17,6 +18,7 @@ from kafka import KafkaConsumer
 from shared.broker import free_port, wait_for_port
 from shared.config import CommonSettings
 from shared.kafka import _common
+from tools.evaluation.split import Interaction
 
 
 def user_id() -> str:
@@ -130,3 +132,18 @@ def pending_outbox(settings: CommonSettings, keys: set[str]) -> int:
             )
             or 0
         )
+
+
+def messy_log(seed: int, *, users: int, items: int, max_reviews: int = 9) -> list[Interaction]:
+    """A random review log with what real ones have and neighbour lists must survive: ties in time (a
+    third of a user's steps share the day), repeats of an item, exact duplicate rows, users with one
+    review, and ``solo-user``'s one review of ``solo-item``, which nobody else reviewed."""
+    rng = random.Random(seed)
+    out = []
+    for u in range(users):
+        t = 1_600_000_000_000 + rng.randrange(10) * 86_400_000
+        for _ in range(rng.randrange(1, max_reviews + 1)):
+            t += rng.choice([0, 0, 86_400_000])
+            out.append(Interaction(user_id=f"u{u:02d}", parent_asin=f"i{rng.randrange(items):02d}",
+                                   rating=float(rng.randrange(1, 6)), timestamp=t))
+    return out + [out[3], out[3], Interaction(user_id="solo-user", parent_asin="solo-item", rating=5.0, timestamp=1)]

@@ -14,6 +14,7 @@ from services.retriever.sources.stored import load_into
 from shared.neighbours import COREVIEW, StoredNeighbours, backward_kind, forward_kind
 from tests.retriever.ranking.test_core import planted
 from tests.retriever.sources.helpers import log
+from tests.utils.records import messy_log
 
 
 def same_matrix(a: sp.csr_matrix, b: sp.csr_matrix) -> bool:
@@ -25,12 +26,11 @@ def same_matrix(a: sp.csr_matrix, b: sp.csr_matrix) -> bool:
 
 
 def noisy_log(seed: int = 3) -> list:
-    """Random sequences with ties in time (same day), repeats and items without any neighbour."""
+    """The shared messy log (ties in time, repeats, duplicates, an item without any neighbour), plus
+    users whose whole sequence is one day."""
     rng = random.Random(seed)
-    seqs = {f"u{u}": [f"i{rng.randrange(30):02d}" for _ in range(rng.randrange(1, 9))] for u in range(60)}
-    seqs["loner"] = ["solo"]
-    return log(seqs, same_day=False) + log({f"t{u}": [f"i{rng.randrange(30):02d}" for _ in range(4)]
-                                            for u in range(20)}, same_day=True)
+    return messy_log(seed, users=60, items=30) + log(
+        {f"t{u}": [f"i{rng.randrange(30):02d}" for _ in range(4)] for u in range(20)}, same_day=True)
 
 
 def stored_of(interactions: list, *, top: int = 100, windows: tuple[int, ...] = (1, 2),
@@ -50,7 +50,7 @@ def test_coreview_from_lists_is_the_fitted_matrix(top: int) -> None:
     fitted = CoReviewSource(neighbours=top)
     fitted.fit(interactions=noisy_log())
     built = CoReviewSource.from_lists(fitted.as_lists(), neighbours=top, decay=0.5)
-    assert built.index.asins == fitted.index.asins and "solo" in built.index.row
+    assert built.index.asins == fitted.index.asins and "solo-item" in built.index.row
     assert same_matrix(built.similarity, fitted.similarity)
     assert built.decay == 0.5
     history = ["i01", "i07", "i03"]
