@@ -78,8 +78,8 @@ class CandidateItem(BaseModel):
     features: list[str]
     source: Literal["hybrid", "llm_only", "popular", "als"]
     channel: str | None = Field(
-        None, description="hybrid: the candidate source that ranks it best (coreview, transitions, lexical, "
-        "embedding, popular); None for the other strategies")
+        None, description="hybrid: the candidate source that ranks it best (coreview, transitions, "
+        "transitions_wide, lexical, reviews, embedding, popular); None for the other strategies")
 
 
 class CandidatesResponse(BaseModel):

@@ -39,6 +39,7 @@ from services.retriever.index import (
     new_faiss_index,
     tune_index,
 )
+from services.retriever.sources.lexical import REVIEW_CHARS
 from shared.logging import get_logger
 from shared.models import Item, Profile, Review
 from shared.text import profile_text
@@ -384,12 +385,15 @@ def _fsync_dir(path: Path) -> None:
 
 # ---- the ranking core's training data -----------------------------------------------------------------
 class ReviewRow(NamedTuple):
-    """One review as the candidate sources read it."""
+    """One review as the candidate sources read it (``title`` / ``text`` clipped: the ``reviews``
+    source's documents)."""
 
     user_id: str
     parent_asin: str
     rating: float
     timestamp: int
+    title: str = ""
+    text: str = ""
 
 
 _TEXT_COLUMNS = (Item.parent_asin, Item.title, Item.main_category, Item.store, Item.features,
@@ -405,8 +409,11 @@ def training_data_version(session: Session) -> str:
 
 
 def training_data(session: Session) -> tuple[list[ReviewRow], list[SimpleNamespace]]:
-    """Every review (user, item, rating, time) and every item's text fields, for the ranking core."""
-    reviews = [ReviewRow(str(u), str(a), float(r), int(t)) for u, a, r, t in session.execute(
-        select(Review.user_id, Review.parent_asin, Review.rating, Review.timestamp))]
+    """Every review (user, item, rating, time, its title and text clipped to what the ``reviews``
+    source reads of one review) and every item's text fields, for the ranking core."""
+    reviews = [ReviewRow(str(u), str(a), float(r), int(t), title or "", text or "")
+               for u, a, r, t, title, text in session.execute(
+                   select(Review.user_id, Review.parent_asin, Review.rating, Review.timestamp,
+                          func.substr(Review.title, 1, REVIEW_CHARS), func.substr(Review.text, 1, REVIEW_CHARS)))]
     items = [SimpleNamespace(**dict(m)) for m in session.execute(select(*_TEXT_COLUMNS)).mappings()]
     return reviews, items

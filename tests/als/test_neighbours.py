@@ -138,7 +138,7 @@ def test_a_training_run_writes_the_lists_and_they_go_live_with_the_model(
     # what is stored is what the retriever's sources fit on the reviews it reads
     with session_scope(url) as s:
         reviews, _ = training_data(s)
-    frame = pd.DataFrame(reviews, columns=["user_id", "parent_asin", "rating", "timestamp"])
+    frame = pd.DataFrame([r[:4] for r in reviews], columns=["user_id", "parent_asin", "rating", "timestamp"])
     stored = load_neighbours(url, version=result.version)
     assert stored.lists == python_lists(frame, top=100, windows=(1, 2))
     assert meta["fingerprint"] == interactions_fingerprint((r.user_id, r.parent_asin, r.timestamp) for r in reviews)

@@ -116,7 +116,8 @@ def test_transformers_scores_labels_like_llama_cpp(real_llm: Any, transformers_l
 
 def test_label_scores_are_the_same_evaluated_in_chunks(real_llm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A background worker evaluates the re-rank prompt in chunks (it may pause between them for the
-    services): the scores are those of one whole evaluation."""
+    services): the scores are those of one whole evaluation, up to the quantized kernels' rounding on
+    other batch sizes (measured: at most 0.16 on logits around 32), and the best label is the same."""
     import numpy as np
 
     import shared.llm as llm_module
@@ -128,7 +129,8 @@ def test_label_scores_are_the_same_evaluated_in_chunks(real_llm: Any, monkeypatc
     monkeypatch.setattr(llm_module, "EVAL_CHUNK", 100_000)
     whole = real_llm.score_labels(prompt, labels, system=SYSTEM, answer_prefix=ANSWER_PREFIX)
     assert len(chunked) == len(whole) == 12
-    assert np.allclose(chunked, whole, atol=0.05), (chunked, whole)
+    assert np.allclose(chunked, whole, atol=0.25), (chunked, whole)
+    assert float(np.corrcoef(chunked, whole)[0, 1]) > 0.95
     assert int(np.argmax(chunked)) == int(np.argmax(whole))
 
 

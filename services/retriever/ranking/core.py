@@ -56,7 +56,7 @@ from services.retriever.ranking.learn import (
 from services.retriever.sources.base import Candidates, CandidateSource, order_key, with_params
 from services.retriever.sources.coreview import CoReviewSource
 from services.retriever.sources.embedding import EmbeddingSource
-from services.retriever.sources.lexical import LexicalSource
+from services.retriever.sources.lexical import LexicalSource, ReviewTextSource
 from services.retriever.sources.popular import PopularSource
 from services.retriever.sources.stored import load_into
 from services.retriever.sources.transitions import TransitionSource
@@ -71,6 +71,7 @@ SOURCE_GRID: dict[str, list[dict[str, Any]]] = {
     # taste cannot tell the decays apart) keeps some recency rather than none
     "lexical": [{"decay": d} for d in (0.8, 1.0, 0.5, 0.25)],
     "embedding": [{"decay": d} for d in (0.8, 1.0, 0.5, 0.25)],
+    "reviews": [{"decay": d} for d in (0.8, 1.0, 0.5, 0.25)],
     "popular": [{"window_days": w, "min_rating": r} for w in (None, 365.0, 90.0, 30.0) for r in (None, 4.0)],
 }
 #: Sources that take constructor parameters (popular's window) rather than scoring parameters.
@@ -171,6 +172,8 @@ def default_factories(*, vectors: tuple[Sequence[str], np.ndarray] | None = None
         # to the tuned one it lets the blend mix short- and longer-range order (Toys: +0.004 HR@10)
         "transitions_wide": lambda **kw: TransitionSource(window=2, decay=0.5, backward_weight=0.5),
         "lexical": LexicalSource,
+        # the same TF-IDF over what reviewers wrote about each item (magazines: items without titles)
+        "reviews": ReviewTextSource,
         "popular": PopularSource,
     }
     if vectors is not None:

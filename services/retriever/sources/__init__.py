@@ -2,7 +2,8 @@
 
 * :mod:`coreview` — item-to-item co-review neighbours (cosine over the binary user x item matrix)
 * :mod:`transitions` — "reviewed next after X" (and before), from each user's sequence
-* :mod:`lexical` — TF-IDF over the item text against a recency-weighted user vector
+* :mod:`lexical` — TF-IDF over the item text against a recency-weighted user vector; ``ReviewTextSource``
+  (``reviews``) the same over what the item's reviewers wrote
 * :mod:`popular` — most reviewed in a recent window above a rating floor (``shared.popularity``)
 * :mod:`blend` — a weighted blend of sources filled from a fallback; :mod:`tuning` picks its weights
   on a validation target
