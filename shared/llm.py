@@ -184,7 +184,7 @@ class ForegroundGate:
         if new_prompt:
             self._budget = self.max_pause_s
         slept = 0.0
-        while slept + self.window_s <= self._budget and self._busy_now() > self.busy:
+        while slept + self.window_s <= self._budget and not _STOPPING.is_set() and self._busy_now() > self.busy:
             time.sleep(self.window_s)
             slept += self.window_s
         self._budget -= slept
@@ -199,6 +199,14 @@ EVAL_CHUNK = 16
 
 #: the process' gate (set by :func:`yield_to_foreground` in the LLM workers; None: never pauses)
 _GATE: ForegroundGate | None = None
+#: set when the worker starts shutting down: no more pauses, so the job in hand ends within the stop's grace
+_STOPPING = threading.Event()
+
+
+def stop_yielding(**_: Any) -> None:
+    """The worker is shutting down (Celery's ``worker_shutting_down``): pauses end at once, so the job
+    in hand finishes and is acknowledged rather than waiting out ``LLM_YIELD_MAX_S`` until it is killed."""
+    _STOPPING.set()
 
 
 def yield_to_foreground(*, busy: float, max_pause_s: float) -> ForegroundGate | None:
@@ -206,7 +214,14 @@ def yield_to_foreground(*, busy: float, max_pause_s: float) -> ForegroundGate | 
     the profiler and explainer workers call it at start. ``busy`` <= 0 turns it off."""
     global _GATE
     _GATE = ForegroundGate(busy=busy, max_pause_s=max_pause_s) if busy > 0 else None
+    _STOPPING.clear()
     if _GATE is not None:
+        try:
+            from celery.signals import worker_shutting_down
+
+            worker_shutting_down.connect(stop_yielding, weak=False)
+        except ImportError:
+            pass
         try:  # the worker's encoder too: one thread, so a batch it embeds leaves the other core free
             import torch
 

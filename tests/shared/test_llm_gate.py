@@ -21,6 +21,18 @@ def _fake_stat(monkeypatch: pytest.MonkeyPatch, busy_share: list[float]) -> None
     monkeypatch.setattr(llm, "_cpu_times", times)
 
 
+def _yielding(*, busy: float, max_pause_s: float) -> tuple[llm.ForegroundGate | None, int]:
+    """``yield_to_foreground`` as a worker calls it: (the gate, torch's threads then); this process'
+    torch threads are restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return llm.yield_to_foreground(busy=busy, max_pause_s=max_pause_s), torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_the_gate_pauses_while_the_machine_is_busy_and_at_most_its_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     share = [0.9]
     _fake_stat(monkeypatch, share)
@@ -43,18 +55,33 @@ def test_off_and_outside_the_workers_nothing_pauses(monkeypatch: pytest.MonkeyPa
     assert llm.ForegroundGate(busy=0.0, max_pause_s=5.0).pause() == 0.0
     monkeypatch.setattr(llm, "_GATE", None)
     assert llm.foreground_pause() == 0.0
-    import torch
-
-    threads = torch.get_num_threads()
-    try:
-        gate = llm.yield_to_foreground(busy=0.5, max_pause_s=0.05)
-        assert gate is not None and llm._GATE is gate
-        assert torch.get_num_threads() == 1  # the worker's encoder leaves the other cores to the services
-    finally:
-        torch.set_num_threads(threads)
+    gate, threads = _yielding(busy=0.5, max_pause_s=0.05)
+    assert gate is not None and llm._GATE is gate
+    assert threads == 1  # the worker's encoder leaves the other cores to the services
     assert llm.yield_to_foreground(busy=0.0, max_pause_s=1.0) is None and llm._GATE is None
 
 
 def test_cpu_times_read_the_machine() -> None:
     times = llm._cpu_times()
     assert times is not None and 0 <= times[0] <= times[1]
+
+
+def test_a_worker_shutting_down_stops_pausing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Celery's warm shutdown (SIGTERM) ends every pause at once: the job in hand finishes within the
+    stop's grace instead of waiting out its pause budget and being killed."""
+    from celery.signals import worker_shutting_down
+
+    _fake_stat(monkeypatch, [1.0])  # busy all along
+    monkeypatch.setattr(llm, "_GATE", None)
+    gate, _ = _yielding(busy=0.5, max_pause_s=5.0)
+    assert gate is not None
+    gate.window_s = 0.01
+    gate.pause(new_prompt=True)
+    time.sleep(0.02)
+    try:
+        worker_shutting_down.send(sender="test-worker", sig="SIGTERM", how="Warm", exitcode=0)
+        started = time.monotonic()
+        assert gate.pause(new_prompt=True) == 0.0 and time.monotonic() - started < 0.5
+    finally:
+        llm._STOPPING.clear()
+        monkeypatch.setattr(llm, "_GATE", None)
