@@ -124,6 +124,32 @@ def test_without_item_text_the_collaborative_sources_carry_it() -> None:
     assert core.validation_ndcg > 2 * nd["popular"], core.report
 
 
+def test_without_item_metadata_what_reviewers_wrote_carries_content() -> None:
+    """Items with no metadata at all, reviews that speak of their item's cluster: the ``reviews``
+    source joins (lexical cannot: no item text), finds the cluster, and the core uses it."""
+    from tools.evaluation.split import Interaction
+
+    seqs, items = planted(seed=5)
+    words = ["garden", "kitchen", "camera", "violin", "bicycle", "perfume"]
+    rng = random.Random(3)
+    reviews = [Interaction(user_id=r.user_id, parent_asin=r.parent_asin, rating=r.rating, timestamp=r.timestamp,
+                           text=(f"my {words[int(r.parent_asin[1])]} kit, a great {words[int(r.parent_asin[1])]} "
+                                 f"{rng.choice(['buy', 'find', 'gift'])}" if r.parent_asin.startswith("c")
+                                 else "a gift card"))
+               for r in log(seqs)]
+    bare = [ItemIn(parent_asin=it.parent_asin) for it in items]
+    core = RankingCore.fit(interactions=reviews, items=bare, k=10, min_queries=50)
+    assert "reviews" in core.report["sources"] and "lexical" not in core.report["sources"]
+    nd = core.report["source_validation_ndcg"]
+    assert nd["reviews"] > 2 * nd["popular"], nd
+    assert core.validation_ndcg >= max(nd.values()), core.report
+    user = next(u for u, seq in seqs.items() if seq[0].startswith("c"))
+    cluster = seqs[user][0][:2]
+    top = core.rank(history=[a for a in seqs[user] if a.startswith(cluster)][:2], k=5,
+                    exclude=set(seqs[user]), diversify_lists=False)
+    assert sum(r.parent_asin.startswith(cluster) for r in top) >= 3, top
+
+
 def test_embedding_source_joins_when_vectors_are_given() -> None:
     import numpy as np
 
