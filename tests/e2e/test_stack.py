@@ -43,7 +43,7 @@ def test_hybrid_through_the_gateway_is_ranked_by_the_core(stack: Stack) -> None:
     assert r.status_code == 200 and r.json()["ready"], r.text
     assert r.json()["interactions"] > 0 and r.json()["model"]["kind"] in {"blend", "lambdarank"}
     body = _recs(stack, stack.warm_user, k=4, strategy="hybrid")  # k=4: not an answer cached before the fit
-    channels = {"coreview", "transitions", "transitions_wide", "lexical", "embedding", "popular"}
+    channels = {"coreview", "transitions", "transitions_wide", "lexical", "reviews", "embedding", "popular"}
     assert len(body["items"]) == 4 and all(i["channel"] in channels for i in body["items"]), body
 
 
