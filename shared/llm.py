@@ -467,9 +467,15 @@ class LlamaCppLLM:
                 break
             keep += 1
         self._llm.n_tokens = keep  # eval() drops what the context holds beyond n_tokens
+        return self._eval_in_chunks(ids, start=keep)
+
+    def _eval_in_chunks(self, ids: Sequence[int], *, start: int = 0) -> float:
+        """Evaluate ``ids[start:]`` after what the context holds, ``EVAL_CHUNK`` tokens per call, pausing
+        for the services between calls (a ~1,000-token prompt is ten seconds of one core here in a
+        single call); returns the seconds paused."""
         paused = 0.0
-        for at in range(keep, len(ids), EVAL_CHUNK):
-            if at > keep:
+        for at in range(start, len(ids), EVAL_CHUNK):
+            if at > start:
                 paused += foreground_pause()
             self._llm.eval(ids[at:at + EVAL_CHUNK])
         return paused
@@ -495,12 +501,7 @@ class LlamaCppLLM:
             paused = 0.0
             try:
                 self._llm.reset()
-                # in chunks, so a background worker can pause between them for the services (a re-rank's
-                # prompt is ~1,000 tokens: ten seconds of one core in a single call otherwise)
-                for at in range(0, len(ids), EVAL_CHUNK):
-                    if at:
-                        paused += foreground_pause()
-                    self._llm.eval(ids[at:at + EVAL_CHUNK])
+                paused += self._eval_in_chunks(ids)
                 ptr = llama_cpp.llama_get_logits_ith(self._llm.ctx, -1)
                 logits = np.ctypeslib.as_array(ptr, shape=(self._llm.n_vocab(),))
                 scores = [float(logits[i]) for i in label_ids]

@@ -90,7 +90,6 @@ class LexicalSource(ScoredSource):
         return np.asarray(self.matrix @ (user / norm)).ravel()
 
 
-
 #: characters of one review that count towards its item's document (title + text)
 REVIEW_CHARS = 1_000
 
