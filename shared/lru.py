@@ -79,3 +79,8 @@ class TtlLru(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._data)
+
+    def keys(self) -> list[K]:
+        """The keys not yet expired, least recently used first (a copy)."""
+        now = time.monotonic()
+        return [k for k, (expires, _) in self._data.items() if expires >= now]

@@ -48,6 +48,9 @@ class ExplainRequest(BaseModel):
     templates: bool = Field(
         True, description="false: return only the items that have an LLM reason; the caller renders the "
         "templates for the rest itself (the gateway does, with the same shared.reasons code)")
+    queue: bool = Field(
+        True, description="false: queue no LLM reasons for the items that lack one (the caller computes an "
+        "answer ahead of any request)")
 
 
 class Explanation(BaseModel):
@@ -81,6 +84,9 @@ class RerankRequest(BaseModel):
         "auto",
         description="auto: the stored re-rank, or at once the retriever order with template reasons while the "
         "LLM worker writes it (rerank=pending); inline: run the LLM now (the offline evaluation)")
+    queue: bool = Field(
+        True, description="false: a pending re-rank is not queued (the caller computes an answer ahead of any "
+        "request; the profile's own precompute queues it)")
 
 
 class RankedItem(BaseModel):

@@ -298,7 +298,9 @@ class Explainer:
             todo = [i for i, it in enumerate(items) if it.parent_asin not in cached]
             for i, it in enumerate(items):
                 reasons[i] = cached.get(it.parent_asin)
-            if todo and not inline:
+            if todo and not inline and not req.queue:
+                pending = 0
+            elif todo and not inline:
                 pending = self.in_background(user_id=req.user_id, profile_version=req.profile_version,
                                              terms=terms, items=[items[i] for i in todo])
             elif todo:
@@ -556,7 +558,9 @@ class Explainer:
                 rows, parsed = stored_rows(stored["items"], cands, k, method=stored["method"])
                 RERANKS.labels("stored").inc()
                 return self._ranked(req, rows, parsed=parsed, method=stored["method"], status="stored")
-            self.rerank_in_background(key, summary=req.summary, candidates=cands, k=req.k, priority=REQUESTED)
+            if req.queue:
+                self.rerank_in_background(key, summary=req.summary, candidates=cands, k=req.k,
+                                          priority=REQUESTED)
             RERANKS.labels("pending").inc()
             return self._ranked(req, assemble([], n_candidates=len(cands), k=k), parsed=0, method="none",
                                 status="pending")

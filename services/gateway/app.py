@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Annotated, Any
@@ -13,11 +16,14 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 
 from services.gateway.clients import REQUEST_TIMING, ServiceClients, server_timing
 from services.gateway.config import GatewaySettings, get_settings
+from services.gateway.precompute import read_events
 from services.gateway.schemas import GatewayStrategy, ReasonsBackend, RecommendationsResponse
 from services.gateway.service import Recommender
+from shared import events
 from shared.amazon import MAX_ID
 from shared.db import database_check_async
 from shared.http import NO_NUL_PATTERN, FastJSON, NotFound, install_common, require_bearer
+from shared.kafka import EventListener
 from shared.logging import configure_logging
 
 DEPENDENCIES = ("retriever", "explainer", "als")
@@ -48,7 +54,7 @@ users_router = APIRouter(prefix="/v1/users", tags=["users"], dependencies=[Depen
 @recommendations_router.get(
     "/{user_id}/recommendations",
     response_model=RecommendationsResponse,
-    responses={200: {"headers": {"X-Cache": {"description": "hit, miss or bypass"}}}},
+    responses={200: {"headers": {"X-Cache": {"description": "hit, stale, miss or bypass"}}}},
 )
 async def recommendations(
     user_id: UserId,
@@ -64,7 +70,8 @@ async def recommendations(
     """Top-k items with a reason each; ``degraded`` says a fallback was used, ``source`` which path.
 
     Answers are cached per gateway replica while the user's profile and reviews are unchanged
-    (``RECSYS_GATEWAY_CACHE_TTL_S``); send ``Cache-Control: no-cache`` to compute a fresh one.
+    (``RECSYS_GATEWAY_CACHE_TTL_S``; after it, served while recomputed, ``RECSYS_GATEWAY_CACHE_STALE_S``)
+    and computed ahead when a profile is written; send ``Cache-Control: no-cache`` to compute a fresh one.
     """
     fresh = "no-cache" in (cache_control or "").lower()
     info: dict[str, str] = {}
@@ -97,10 +104,31 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: GatewaySettings = app.state.settings
     configure_logging(level=settings.LOG_LEVEL, json_lines=settings.LOG_JSON)
     clients = ServiceClients(settings)
-    app.state.recommender = Recommender(settings=settings, clients=clients)
+    recommender = app.state.recommender = Recommender(settings=settings, clients=clients)
+    listener: EventListener | None = None
+    if recommender.precomputer is not None:
+        recommender.precomputer.start()
+        if settings.GATEWAY_PRECOMPUTE:
+            loop = asyncio.get_running_loop()
+
+            def on_records(records: Sequence[Any]) -> None:  # the listener's thread
+                users, promoted = read_events(records, models_topic=settings.topic(events.MODELS))
+                if users or promoted:
+                    loop.call_soon_threadsafe(recommender.on_events, users, promoted)
+
+            # this replica's own group (its cache is its own), from the latest offset: a missed event
+            # costs one computed answer on that user's next request
+            instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            listener = EventListener(settings, topics=[events.PROFILES, events.MODELS],
+                                     group_id=f"gateway-precompute-{instance}", handler=on_records,
+                                     name="gateway-precompute").start()
     try:
         yield
     finally:
+        if listener is not None:
+            await asyncio.to_thread(listener.stop)
+        if recommender.precomputer is not None:
+            await recommender.precomputer.stop()
         await clients.aclose()
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Annotated, get_args
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
-from services.gateway.schemas import ReasonsBackend
+from services.gateway.schemas import GatewayStrategy, ReasonsBackend
 from shared.config import CommonSettings
 
 
@@ -38,11 +40,30 @@ class GatewaySettings(CommonSettings):
     # seen on the next request; new ALS models and index updates are picked up within the TTL.
     # Degraded answers are never cached. 0 disables it; a request with Cache-Control: no-cache skips it.
     GATEWAY_CACHE_TTL_S: float = Field(30.0, ge=0, description="answer cache TTL; 0 disables")
+    GATEWAY_CACHE_STALE_S: float = Field(
+        600.0, ge=0, description="after its TTL an answer is served this much longer while it is recomputed "
+        "behind the request (stale-while-revalidate; X-Cache: stale); 0: a miss after the TTL")
+    # Answers computed ahead of requests (precompute.py): when a user's profile is written (profiles.v1)
+    # their default answers are computed at once; a promoted model (models.v1) recomputes the remembered.
+    GATEWAY_PRECOMPUTE: bool = Field(
+        True, description="compute each user's default answers when their profile is written and after a "
+        "promoted model (this replica's own consumer group); false: only requests fill the cache")
+    GATEWAY_PRECOMPUTE_STRATEGIES: Annotated[list[GatewayStrategy], NoDecode] = Field(
+        default_factory=lambda: list(get_args(GatewayStrategy)),
+        description="the strategies computed ahead (comma-separated or JSON)")
+    GATEWAY_PRECOMPUTE_K: int = Field(5, ge=1, le=50, description="the k computed ahead (the API's default)")
+    GATEWAY_PRECOMPUTE_WAIT_S: float = Field(
+        2.0, ge=0, description="a precompute job waits for the requests in flight at most this long")
     GATEWAY_CACHE_SIZE: int = Field(50_000, ge=1, description="answers kept per gateway replica (LRU)")
     GATEWAY_PENDING_TTL_S: float = Field(
         5.0, ge=0, description="llm_only answers whose LLM re-rank is still pending are cached this long at "
         "most (the stored re-rank is served within it once written); 0: never cached"
     )
+
+    @field_validator("GATEWAY_PRECOMPUTE_STRATEGIES", mode="before")
+    @classmethod
+    def _split_strategies(cls, v: object) -> object:
+        return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
 
 
 @lru_cache

@@ -22,6 +22,7 @@ from prometheus_client import Counter, Histogram
 from services.gateway import store
 from services.gateway.clients import DependencyError, ServiceClients, note_timing
 from services.gateway.config import GatewaySettings
+from services.gateway.precompute import Job, Precomputer, jobs_for
 from services.gateway.schemas import GatewayStrategy, ReasonsBackend
 from shared.db import run_read
 from shared.http import DomainError
@@ -57,6 +58,7 @@ class Plan:
     index_version: str | None = None  # the retriever's index the candidates came from
     rerank: str | None = None  # llm_only: stored | pending | inline | none
     fresh: bool = False  # the caller sent Cache-Control: no-cache: the retriever computes, too
+    ahead: bool = False  # computed ahead of any request: the explainer queues no LLM work for it
 
     def fallback(self, reason: str) -> None:
         """A dependency failed or timed out: another path answers, and the answer says degraded."""
@@ -85,21 +87,40 @@ class Plan:
 
 
 class AnswerCache:
-    """Recent answers (TTL + LRU); an entry is valid only for the user stamp it was built with."""
+    """Recent answers (LRU); an entry is valid only for the user stamp it was built with. It is fresh
+    for ``ttl_s`` (or the shorter TTL its put gave), then stale for ``stale_s`` more: a stale answer is
+    served while it is recomputed behind the request (``precompute.py``). A promoted model makes every
+    entry stale at once (``mark_stale``)."""
 
-    def __init__(self, *, ttl_s: float, size: int) -> None:
-        self._lru: TtlLru[tuple[Any, ...], tuple[str, dict[str, Any]]] = TtlLru(ttl_s=ttl_s, size=size)
+    def __init__(self, *, ttl_s: float, stale_s: float, size: int) -> None:
+        self.ttl_s, self.stale_s = ttl_s, stale_s
+        # key -> (stamp, answer, fresh until, generation)
+        self._lru: TtlLru[tuple[Any, ...], tuple[str, dict[str, Any], float, int]] = TtlLru(
+            ttl_s=ttl_s + stale_s, size=size)
+        self._generation = 0
 
-    def get(self, key: tuple[Any, ...], stamp: str) -> dict[str, Any] | None:
-        hit = self._lru.get(key)
-        if hit is None or hit[0] != stamp:
+    def get(self, key: tuple[Any, ...], stamp: str) -> tuple[dict[str, Any] | None, str]:
+        """(answer, "hit" | "stale" | "miss")."""
+        found = self._lru.get(key)
+        if found is None or found[0] != stamp:
             CACHE.labels("miss").inc()
-            return None
-        CACHE.labels("hit").inc()
-        return hit[1]
+            return None, "miss"
+        _, answer, fresh_until, generation = found
+        state = "hit" if generation == self._generation and time.monotonic() <= fresh_until else "stale"
+        CACHE.labels(state).inc()
+        return answer, state
 
     def put(self, key: tuple[Any, ...], stamp: str, answer: dict[str, Any], *, ttl_s: float | None = None) -> None:
-        self._lru.put(key, (stamp, answer), ttl_s=ttl_s)
+        fresh = self.ttl_s if ttl_s is None else min(ttl_s, self.ttl_s)
+        if fresh <= 0:
+            return
+        self._lru.put(key, (stamp, answer, time.monotonic() + fresh, self._generation), ttl_s=fresh + self.stale_s)
+
+    def mark_stale(self) -> None:
+        self._generation += 1
+
+    def keys(self) -> list[tuple[Any, ...]]:
+        return self._lru.keys()
 
 
 class FactsCache:
@@ -133,10 +154,44 @@ class Recommender:
         self.db_url = settings.database_url
         self.facts = FactsCache(ttl_s=settings.GATEWAY_CACHE_TTL_S, size=settings.GATEWAY_CACHE_SIZE)
         self.cache = (
-            AnswerCache(ttl_s=settings.GATEWAY_CACHE_TTL_S, size=settings.GATEWAY_CACHE_SIZE)
+            AnswerCache(ttl_s=settings.GATEWAY_CACHE_TTL_S, stale_s=settings.GATEWAY_CACHE_STALE_S,
+                        size=settings.GATEWAY_CACHE_SIZE)
             if settings.GATEWAY_CACHE_TTL_S > 0
             else None
         )
+        self.in_flight = 0  # requests being answered (precomputing waits for them)
+        # computes answers ahead of requests and refreshes stale ones behind them (precompute.py)
+        self.precomputer: Precomputer | None = (
+            Precomputer(compute=self._precompute, busy=lambda: self.in_flight > 0,
+                        wait_s=settings.GATEWAY_PRECOMPUTE_WAIT_S, max_queued=settings.GATEWAY_CACHE_SIZE)
+            if self.cache is not None else None
+        )
+
+    # ------------------------------------------------------------------ ahead of requests
+
+    def precompute_jobs(self, user_ids: list[str]) -> list[Job]:
+        """The default answers of these users (``GATEWAY_PRECOMPUTE_*``)."""
+        return jobs_for(user_ids, strategies=self.settings.GATEWAY_PRECOMPUTE_STRATEGIES,
+                        k=self.settings.GATEWAY_PRECOMPUTE_K, backend=self.settings.GATEWAY_REASONS)
+
+    def on_events(self, user_ids: list[str], promoted: bool) -> None:
+        """profiles.v1 / models.v1 (on the event loop): compute the users' answers ahead; a promoted
+        model makes every answer stale and recomputes the remembered ones."""
+        if self.precomputer is None or self.cache is None:
+            return
+        if user_ids:
+            self.precomputer.ask(self.precompute_jobs(user_ids), trigger="profile", ahead=True)
+        if promoted:
+            # every remembered answer, and each remembered user's defaults (an answer a missing model
+            # left degraded was never stored)
+            self.cache.mark_stale()
+            remembered = [Job(*key) for key in self.cache.keys()]
+            jobs = self.precompute_jobs([j.user_id for j in remembered]) + remembered
+            self.precomputer.ask(jobs, trigger="model", ahead=True)
+
+    async def _precompute(self, job: Job, ahead: bool) -> dict[str, Any]:
+        return await self.recommend(user_id=job.user_id, k=job.k, strategy=job.strategy,  # type: ignore[arg-type]
+                             reasons=job.backend, refresh=True, ahead=ahead)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ public
 
@@ -149,11 +204,38 @@ class Recommender:
         reasons: ReasonsBackend | None = None,
         use_cache: bool = True,
         info: dict[str, str] | None = None,
+        refresh: bool = False,
+        ahead: bool = False,
     ) -> dict[str, Any]:
-        """The answer; ``info["cache"]`` (when given) says hit, miss or bypass."""
+        """The answer; ``info["cache"]`` (when given) says hit, stale, miss or bypass.
+
+        ``refresh``: compute without reading the cache, and store the answer (the precomputer);
+        ``ahead``: no request asked for it (not timed; the explainer queues no LLM work for it)."""
+        if refresh:
+            return await self._answer(user_id=user_id, k=k, strategy=strategy, reasons=reasons, use_cache=True,
+                                      info=info, refresh=True, ahead=ahead)
+        self.in_flight += 1
+        try:
+            return await self._answer(user_id=user_id, k=k, strategy=strategy, reasons=reasons,
+                                      use_cache=use_cache, info=info)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(
+        self,
+        *,
+        user_id: str,
+        k: int,
+        strategy: GatewayStrategy,
+        reasons: ReasonsBackend | None,
+        use_cache: bool,
+        info: dict[str, str] | None,
+        refresh: bool = False,
+        ahead: bool = False,
+    ) -> dict[str, Any]:
         info = info if info is not None else {}
         start = time.perf_counter()
-        plan = Plan(strategy=strategy, k=k, fresh=not use_cache)
+        plan = Plan(strategy=strategy, k=k, fresh=not use_cache, ahead=ahead)
         backend = reasons or self.settings.GATEWAY_REASONS
         # hybrid: the retriever blends the user's ALS top-N itself (one hop, not two); the gateway
         # calls the ALS service for strategy=als, and for hybrid only when the retriever is down.
@@ -166,10 +248,11 @@ class Recommender:
         cache = self.cache if use_cache and ctx is not None else None
         key = (user_id, strategy, k, backend)
         info["cache"] = "bypass"
-        if cache is not None and ctx is not None:
-            cached = cache.get(key, ctx.stamp)
-            info["cache"] = "miss" if cached is None else "hit"
+        if cache is not None and ctx is not None and not refresh:
+            cached, info["cache"] = cache.get(key, ctx.stamp)
             if cached is not None:
+                if info["cache"] == "stale" and self.precomputer is not None:
+                    self.precomputer.ask([Job(*key)], trigger="stale", ahead=False)
                 REQUEST_LATENCY.labels(strategy, "false").observe(time.perf_counter() - start)
                 return cached
         if n_als and als_task is None:
@@ -195,7 +278,8 @@ class Recommender:
             )
         await self._reasons(user_id, ctx, plan, backend=backend)
         cold = _cold_start(ctx, plan)
-        REQUEST_LATENCY.labels(strategy, str(plan.degraded).lower()).observe(time.perf_counter() - start)
+        if not refresh:
+            REQUEST_LATENCY.labels(strategy, str(plan.degraded).lower()).observe(time.perf_counter() - start)
         answer = {
             "user_id": user_id,
             "strategy": strategy,
@@ -376,6 +460,7 @@ class Recommender:
             "candidates": [_facts(c) for c in candidates],
             "profile_version": ctx.profile_version if ctx else 0,
             "catalog_version": pool.index_version,
+            "queue": not plan.ahead,  # computed ahead: the profile's own precompute queues the re-rank
         }
         try:
             resp = await self.clients.rerank(body)
@@ -486,6 +571,7 @@ class Recommender:
                 "items": [_facts(i) for i in todo],
                 "backend": backend,
                 "templates": False,  # only the LLM reasons: the templates are rendered below, once
+                "queue": not plan.ahead,  # computed ahead of any request: no LLM work for lists nobody saw
             }
             try:
                 resp = await self.clients.explain(body)

@@ -83,3 +83,30 @@ def test_a_full_background_queue_drops_jobs_without_failing_requests(explainer_s
         b = c.post("/v1/explanations", json={"user_id": f"{unique}b", "items": make_items(2, seed=2)}).json()
     assert a["pending"] == 2 and b["pending"] == 0  # the second job did not fit
     assert not a["degraded"] and not b["degraded"] and all(e["reason"] for e in b["explanations"])
+
+
+def test_an_answer_computed_ahead_queues_no_llm_work(explainer_settings: ExplainerSettings, unique: str) -> None:
+    """queue=false (the gateway computing an answer before anyone asked): what is stored comes back, the
+    rest is left to the templates, and no LLM reason or re-rank is queued for a list nobody saw."""
+    from tests.explainer.test_stored_rerank import _scorer
+
+    settings = explainer_settings.model_copy(update={"EXPLAINER_INLINE_LLM": False})
+    reasoner, llm = _reasoner(lambda prompt, **_: "A lovely pick.", f"ahead-{unique}")
+    items = make_items(3, seed=22)
+    req = {"user_id": unique, "profile": {"liked_features": ["soft cotton"]}, "profile_version": 1,
+           "items": items, "templates": False, "queue": False}
+    with TestClient(create_app(settings, reasoner=reasoner)) as c:
+        ahead = c.post("/v1/explanations", json=req).json()
+        assert ahead == {"explanations": [], "backend": ahead["backend"], "degraded": False, "pending": 0}
+        time.sleep(0.3)
+        assert c.get("/readyz").json()["checks"]["model"]["background_jobs"] == 0
+        assert llm.calls == []
+        # the same list asked by a request queues its reasons as before
+        assert c.post("/v1/explanations", json=req | {"queue": True}).json()["pending"] == 3
+    scorer, calls = _scorer()
+    body = {"user_id": unique, "summary": "Loves soft cotton.", "candidates": make_items(10, seed=23), "k": 5,
+            "profile_version": 1, "catalog_version": "idx-1", "queue": False}
+    with TestClient(create_app(settings, reasoner=scorer)) as c:
+        assert c.post("/v1/rerank", json=body).json()["rerank"] == "pending"
+        time.sleep(0.3)
+        assert calls == [] and c.post("/v1/rerank", json=body).json()["rerank"] == "pending"

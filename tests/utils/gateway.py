@@ -121,4 +121,5 @@ def gateway_settings(settings: CommonSettings, explainer_server: Running) -> Gat
         GATEWAY_RETRIEVER_TIMEOUT_S=1.0,
         GATEWAY_ALS_TIMEOUT_S=0.5,
         GATEWAY_CACHE_TTL_S=0,  # every request computes; the cache has its own test
+        GATEWAY_PRECOMPUTE=False,  # no profiles.v1 / models.v1 listener: tests/gateway/test_precompute.py
     )
