@@ -110,14 +110,11 @@ class AnswerCache:
         CACHE.labels(state).inc()
         return answer, state
 
-    def put(self, key: tuple[Any, ...], stamp: str, answer: dict[str, Any], *, ttl_s: float | None = None,
-            stale: bool = True) -> None:
-        """``ttl_s``: a shorter freshness; ``stale=False``: never served after it (a miss then)."""
+    def put(self, key: tuple[Any, ...], stamp: str, answer: dict[str, Any], *, ttl_s: float | None = None) -> None:
         fresh = self.ttl_s if ttl_s is None else min(ttl_s, self.ttl_s)
         if fresh <= 0:
             return
-        self._lru.put(key, (stamp, answer, time.monotonic() + fresh, self._generation),
-                      ttl_s=fresh + (self.stale_s if stale else 0.0))
+        self._lru.put(key, (stamp, answer, time.monotonic() + fresh, self._generation), ttl_s=fresh + self.stale_s)
 
     def mark_stale(self) -> None:
         self._generation += 1
@@ -304,12 +301,10 @@ class Recommender:
             "notes": plan.notes,
             "rerank": plan.rerank,
         }
-        # a pending re-rank is kept only GATEWAY_PENDING_TTL_S and never served stale: the stored one is
-        # served at most that long after it is written
+        # a pending re-rank is kept only GATEWAY_PENDING_TTL_S: the stored one is served soon after it is written
         if cache is not None and ctx is not None and not plan.degraded:
             pending = plan.rerank == "pending"
-            cache.put(key, ctx.stamp, answer, ttl_s=self.settings.GATEWAY_PENDING_TTL_S if pending else None,
-                      stale=not pending)
+            cache.put(key, ctx.stamp, answer, ttl_s=self.settings.GATEWAY_PENDING_TTL_S if pending else None)
         return answer
 
     async def profile(self, *, user_id: str) -> dict[str, Any] | None:
