@@ -246,6 +246,8 @@ class Recommender:
         als_task = asyncio.create_task(self._als_items(user_id, n_als)) if n_als and not use_cache else None
         ctx = await self._user(user_id, plan)
         cache = self.cache if use_cache and ctx is not None else None
+        # Cache-Control: no-cache skips the stored answer, and the answer it computes replaces it
+        store = self.cache if ctx is not None else None
         key = (user_id, strategy, k, backend)
         info["cache"] = "bypass"
         if cache is not None and ctx is not None and not refresh:
@@ -301,10 +303,11 @@ class Recommender:
             "notes": plan.notes,
             "rerank": plan.rerank,
         }
-        # a pending re-rank is kept only GATEWAY_PENDING_TTL_S: the stored one is served soon after it is written
-        if cache is not None and ctx is not None and not plan.degraded:
+        # a pending re-rank is fresh only GATEWAY_PENDING_TTL_S: after it, a request gets it once more while
+        # it is recomputed, and the stored re-rank from then on
+        if store is not None and ctx is not None and not plan.degraded:
             pending = plan.rerank == "pending"
-            cache.put(key, ctx.stamp, answer, ttl_s=self.settings.GATEWAY_PENDING_TTL_S if pending else None)
+            store.put(key, ctx.stamp, answer, ttl_s=self.settings.GATEWAY_PENDING_TTL_S if pending else None)
         return answer
 
     async def profile(self, *, user_id: str) -> dict[str, Any] | None:

@@ -167,5 +167,11 @@ def test_a_written_profile_is_answered_before_it_is_asked_and_stale_answers_refr
                 time.sleep(0.5)
             assert _precomputed(c, "model") > model_before
             assert _recs(c, user, k=3, strategy="popular").headers["X-Cache"] == "hit"
+            # Cache-Control: no-cache does not read the stored answer, and what it computes replaces it
+            c.app.state.recommender.cache.mark_stale()
+            bypass = c.get(f"/v1/users/{user}/recommendations", params={"k": 3, "strategy": "popular"},
+                           headers={"Cache-Control": "no-cache"})
+            assert bypass.headers["X-Cache"] == "bypass"
+            assert _recs(c, user, k=3, strategy="popular").headers["X-Cache"] == "hit"
         finally:
             producer.close()
