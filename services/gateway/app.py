@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -16,7 +17,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 
 from services.gateway.clients import REQUEST_TIMING, ServiceClients, server_timing
 from services.gateway.config import GatewaySettings, get_settings
-from services.gateway.precompute import read_events
+from services.gateway.precompute import follow_llm_writes, read_events
 from services.gateway.schemas import GatewayStrategy, ReasonsBackend, RecommendationsResponse
 from services.gateway.service import Recommender
 from shared import events
@@ -106,8 +107,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     clients = ServiceClients(settings)
     recommender = app.state.recommender = Recommender(settings=settings, clients=clients)
     listener: EventListener | None = None
+    follower: asyncio.Task[None] | None = None
     if recommender.precomputer is not None:
         recommender.precomputer.start()
+        if settings.GATEWAY_FOLLOW_S > 0:
+            follower = asyncio.create_task(follow_llm_writes(
+                read=recommender.llm_writes, on_users=recommender.on_llm_writes, every_s=settings.GATEWAY_FOLLOW_S))
         if settings.GATEWAY_PRECOMPUTE:
             loop = asyncio.get_running_loop()
 
@@ -125,6 +130,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        if follower is not None:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
         if listener is not None:
             await asyncio.to_thread(listener.stop)
         if recommender.precomputer is not None:

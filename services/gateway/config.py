@@ -52,6 +52,9 @@ class GatewaySettings(CommonSettings):
         default_factory=lambda: list(get_args(GatewayStrategy)),
         description="the strategies computed ahead (comma-separated or JSON)")
     GATEWAY_PRECOMPUTE_K: int = Field(5, ge=1, le=50, description="the k computed ahead (the API's default)")
+    GATEWAY_FOLLOW_S: float = Field(
+        1.0, ge=0, description="every so often the users whose LLM reasons or llm_only re-rank the worker has "
+        "just written get their cached answers recomputed; 0: only their TTL renews them")
     GATEWAY_PRECOMPUTE_WAIT_S: float = Field(
         2.0, ge=0, description="a precompute job waits for the requests in flight at most this long")
     GATEWAY_CACHE_SIZE: int = Field(50_000, ge=1, description="answers kept per gateway replica (LRU)")

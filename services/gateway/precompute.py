@@ -12,7 +12,11 @@ newest of their reviews) it was built with. This module fills it:
 * **behind requests** (stale-while-revalidate, RFC 5861): an answer older than ``GATEWAY_CACHE_TTL_S``
   but younger than that plus ``GATEWAY_CACHE_STALE_S`` is served at once (``X-Cache: stale``) and
   recomputed here, so the next request reads a fresh one. What no event announces (the retriever's
-  ranking-core refit, an LLM reason the worker has just written) reaches users this way.
+  ranking-core refit) reaches users this way.
+* **after the LLM worker writes**: the explainer worker only appends to the ``explanations`` and
+  ``reranks`` tables; every ``GATEWAY_FOLLOW_S`` the gateway reads the users with new rows and
+  recomputes their cached answers, so the LLM reasons and the stored llm_only re-rank replace the
+  templates and the pending order within about that long.
 
 A user's own change (a new review, a new profile) is never served stale: it changes the stamp, and
 the request computes. Jobs run one at a time on the serving event loop, each after the requests in
@@ -38,7 +42,7 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 PRECOMPUTED = Counter("recsys_gateway_precompute_total", "answers computed ahead of or behind requests",
-                      ["trigger", "result"])  # profile | model | stale ; done | degraded | failed | dropped
+                      ["trigger", "result"])  # profile | model | stale | llm ; done | degraded | failed | dropped
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,24 @@ class Precomputer:
                 PRECOMPUTED.labels(trigger, "failed").inc()
                 log.warning("precompute failed", extra={"user_id": job.user_id, "strategy": job.strategy,
                                                         "error": str(e)[:300]})
+
+
+async def follow_llm_writes(*, read: Callable[[Any], Awaitable[tuple[set[str], Any]]],
+                            on_users: Callable[[set[str]], None], every_s: float) -> None:
+    """Every ``every_s``: the users the LLM worker wrote reasons or a re-rank for since the last look
+    (``read(marks) -> (users, marks)``, ``read(None)`` the marks to start from), handed to ``on_users``.
+    A failed read is retried at the next turn from the same marks."""
+    marks: Any = None
+    while True:
+        try:
+            users, marks = await read(marks)
+            if users:
+                on_users(users)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.warning("following the LLM writes failed", extra={"error": str(e)[:300]})
+        await asyncio.sleep(every_s)
 
 
 def jobs_for(user_ids: Iterable[str], *, strategies: Sequence[str], k: int, backend: str) -> list[Job]:

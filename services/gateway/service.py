@@ -189,6 +189,17 @@ class Recommender:
             jobs = self.precompute_jobs([j.user_id for j in remembered]) + remembered
             self.precomputer.ask(jobs, trigger="model", ahead=True)
 
+    def on_llm_writes(self, user_ids: set[str]) -> None:
+        """The LLM worker wrote reasons or a re-rank for these users: their cached answers are
+        recomputed (the LLM work is done, so nothing more is queued)."""
+        if self.precomputer is None or self.cache is None:
+            return
+        jobs = [Job(*key) for key in self.cache.keys() if key[0] in user_ids]
+        self.precomputer.ask(jobs, trigger="llm", ahead=True)
+
+    async def llm_writes(self, marks: Any) -> tuple[set[str], Any]:
+        return await run_read(self.db_url, store.llm_writes_since, self.db_url, marks)
+
     async def _precompute(self, job: Job, ahead: bool) -> dict[str, Any]:
         return await self.recommend(user_id=job.user_id, k=job.k, strategy=job.strategy,  # type: ignore[arg-type]
                              reasons=job.backend, refresh=True, ahead=ahead)  # type: ignore[arg-type]

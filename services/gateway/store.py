@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select
 
 from shared.db import read_connection, session_scope
-from shared.models import Item, Profile, Review
+from shared.models import Explanation, Item, Profile, Review, StoredRerank
 from shared.popularity import item_stats, pick_popular, rank_popular
 
 PROFILE_LISTS = ("preferred_products", "liked_features", "dislikes", "potential_interests")
@@ -160,3 +160,27 @@ def get_profile(url: str, *, user_id: str) -> dict[str, Any] | None:
             "has_embedding": prof.embedding is not None,
             "updated_at": prof.updated_at.isoformat() if prof.updated_at else None,
         }
+
+
+_explanations = Explanation.__table__.c
+_reranks = StoredRerank.__table__.c
+WRITES_BATCH = 5_000
+
+
+def llm_writes_since(url: str, last: tuple[int, int] | None) -> tuple[set[str], tuple[int, int]]:
+    """(users with LLM reasons or an llm_only re-rank written since ``last``, the new marks): ids of the
+    ``explanations`` and ``reranks`` tables, which the explainer worker only appends to. ``last=None``:
+    no users, only the marks to start from (what was written before the gateway started is read by
+    the answers it computes anyway)."""
+    users: set[str] = set()
+    marks: list[int] = []
+    with read_connection(url) as conn:
+        for n, cols in enumerate((_explanations, _reranks)):
+            if last is None:
+                marks.append(int(conn.execute(select(func.coalesce(func.max(cols.id), 0))).scalar_one()))
+                continue
+            rows = conn.execute(select(cols.id, cols.user_id).where(cols.id > last[n])
+                                .order_by(cols.id).limit(WRITES_BATCH)).all()
+            users.update(str(u) for _, u in rows)
+            marks.append(int(rows[-1][0]) if rows else last[n])
+    return users, (marks[0], marks[1])

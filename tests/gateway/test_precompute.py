@@ -16,8 +16,10 @@ from services.gateway.precompute import Job, Precomputer
 from services.gateway.service import AnswerCache
 from shared import events
 from shared.config import CommonSettings
+from shared.db import session_scope
 from shared.events import ModelEvent, ProfileEvent
 from shared.kafka import ensure_topics, make_producer
+from shared.models import Explanation
 from tests.utils.gateway import Seeded
 from tests.utils.servers import serving
 from tests.utils.settings import service_settings
@@ -121,7 +123,8 @@ def test_a_written_profile_is_answered_before_it_is_asked_and_stale_answers_refr
     )
     gw = gateway_settings.model_copy(update={
         "GATEWAY_CACHE_TTL_S": 1.0, "GATEWAY_CACHE_STALE_S": 600.0, "GATEWAY_PRECOMPUTE": True,
-        "GATEWAY_PRECOMPUTE_STRATEGIES": ["popular"], "GATEWAY_PRECOMPUTE_K": 3, "GATEWAY_REASONS": "template",
+        "GATEWAY_PRECOMPUTE_STRATEGIES": ["popular"], "GATEWAY_FOLLOW_S": 0.2, "GATEWAY_PRECOMPUTE_K": 3,
+        "GATEWAY_REASONS": "template",
         "TOPIC_PREFIX": prefix})
     ensure_topics(gw, [events.PROFILES, events.MODELS], partitions=1)
     producer = make_producer(gw)
@@ -157,6 +160,23 @@ def test_a_written_profile_is_answered_before_it_is_asked_and_stale_answers_refr
             while _precomputed(c, "stale") < stale_before + 1 and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert _recs(c, user, k=3, strategy="popular").headers["X-Cache"] == "hit"
+            # the LLM worker writes this user's reasons: their cached answers are recomputed soon after
+            # (another user's write recomputes nothing of theirs)
+            llm_before = _precomputed(c, "llm")
+            shown = first.json()["items"][0]["parent_asin"]
+            with session_scope(settings.database_url) as s:
+                for who in (f"{user}-other", user):
+                    s.add(Explanation(user_id=who, profile_version=1, parent_asin=shown,
+                                      model_name=f"follow-{unique}", reason="A pick for you.", source="llm"))
+            try:
+                deadline = time.monotonic() + 20
+                while _precomputed(c, "llm") < llm_before + 1 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(0.5)
+                assert _precomputed(c, "llm") == llm_before + 1  # one cached answer: this user's popular k=3
+            finally:
+                with session_scope(settings.database_url) as s:
+                    s.query(Explanation).filter_by(model_name=f"follow-{unique}").delete()
             # a promoted model: every answer is stale at once, and the remembered ones are recomputed
             model_before = _precomputed(c, "model")
             promoted = ModelEvent(model="als", kind="explicit", version=99, promoted=True).model_dump(mode="json")
