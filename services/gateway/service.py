@@ -202,7 +202,7 @@ class Recommender:
 
     async def _precompute(self, job: Job, ahead: bool) -> dict[str, Any]:
         return await self.recommend(user_id=job.user_id, k=job.k, strategy=job.strategy,  # type: ignore[arg-type]
-                             reasons=job.backend, refresh=True, ahead=ahead)  # type: ignore[arg-type]
+                                    reasons=job.backend, refresh=True, ahead=ahead)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ public
 
@@ -220,8 +220,9 @@ class Recommender:
     ) -> dict[str, Any]:
         """The answer; ``info["cache"]`` (when given) says hit, stale, miss or bypass.
 
-        ``refresh``: compute without reading the cache, and store the answer (the precomputer);
-        ``ahead``: no request asked for it (not timed; the explainer queues no LLM work for it)."""
+        ``refresh``: compute without reading the cache and store the answer (the precomputer's jobs: not
+        timed as requests, not counted in flight); ``ahead``: no request asked for it (the explainer
+        queues no LLM work for it)."""
         if refresh:
             return await self._answer(user_id=user_id, k=k, strategy=strategy, reasons=reasons, use_cache=True,
                                       info=info, refresh=True, ahead=ahead)
