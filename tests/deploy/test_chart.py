@@ -583,3 +583,17 @@ def test_dashboard_network_policy_admits_only_the_configured_peers(render) -> No
     first = opened.get("NetworkPolicy", f"{RELEASE}-dashboard")["spec"]["ingress"][0]
     assert first["from"] == [ops]
 
+
+
+def test_the_gateway_cache_fits_its_memory_limit(rendered: Rendered) -> None:
+    """Answers are computed ahead for every user with a profile, so the gateway's cache fills: the chart
+    bounds it per uvicorn worker (about 4 KB an answer) well inside the container's memory limit."""
+    deployment = rendered.get("Deployment", f"{RELEASE}-gateway")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    size = int(env["RECSYS_GATEWAY_CACHE_SIZE"])
+    limit = container["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi")
+    args = container["args"]
+    workers = int(args[args.index("--workers") + 1])
+    assert workers * size * 4 * 1024 < 0.5 * int(limit[:-2]) * 2**20
