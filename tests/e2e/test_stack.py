@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.utils.metrics import sample
 from tests.utils.stack import RECSYS, Stack, wait_until
 
 # Setup (models, Spark, profiling on a shared 2-core box) can take many minutes.
@@ -63,18 +64,6 @@ def test_bad_input_and_profile(stack: Stack) -> None:
     assert httpx.get(f"{gw}/v1/users/{stack.warm_user}/profile").json()["status"] == "ready"
 
 
-def _sample(text: str, name: str, **labels: str) -> float:
-    """The value of one series in a Prometheus exposition (0 when absent)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
-
-
 def _stored(stack: Stack, model: Any, user_id: str | None = None) -> int:
     """Rows the explainer worker wrote to the stack's database (``model``: Explanation or StoredRerank)."""
     from sqlalchemy import func, select
@@ -96,7 +85,7 @@ def test_ready_profiles_get_their_llm_reasons_written_in_the_background(stack: S
 
     def precomputed() -> bool:
         text = httpx.get(f"{stack.urls['explainer']}/metrics", timeout=5).text
-        sent = _sample(text, "recsys_explainer_jobs_enqueued_total", task="precompute", result="sent")
+        sent = sample(text, "recsys_explainer_jobs_enqueued_total", task="precompute", result="sent")
         return sent >= 1 and _stored(stack, Explanation) >= 1
 
     wait_until("reasons precomputed from a profile event", precomputed, timeout_s=600, every_s=5)

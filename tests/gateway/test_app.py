@@ -18,6 +18,7 @@ from shared.config import CommonSettings
 from shared.llm import CallableLLM
 from shared.reasons import near_duplicate_share
 from tests.utils.gateway import Seeded
+from tests.utils.metrics import sample
 from tests.utils.servers import dead_url, serving, start_app
 from tests.utils.settings import service_settings
 
@@ -210,10 +211,7 @@ def test_template_reasons_are_rendered_in_the_gateway_without_the_explainer(
 
 
 def _cache_count(c: TestClient, result: str) -> float:
-    for line in c.get("/metrics").text.splitlines():
-        if line.startswith(f'recsys_gateway_answer_cache_total{{result="{result}"}}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return sample(c.get("/metrics").text, "recsys_gateway_answer_cache_total", result=result)
 
 
 def test_answer_cache_reuses_until_the_user_changes_and_never_keeps_degraded_answers(

@@ -21,6 +21,7 @@ from shared.events import ModelEvent, ProfileEvent
 from shared.kafka import ensure_topics, make_producer
 from shared.models import Explanation
 from tests.utils.gateway import Seeded
+from tests.utils.metrics import sample
 from tests.utils.servers import serving
 from tests.utils.settings import service_settings
 
@@ -103,11 +104,7 @@ def _recs(c: TestClient, user: str, **params: Any) -> Any:
 
 
 def _precomputed(c: TestClient, trigger: str) -> float:
-    for line in c.get("/metrics").text.splitlines():
-        if line.startswith("recsys_gateway_precompute_total{") and f'trigger="{trigger}"' in line \
-                and 'result="done"' in line:
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return sample(c.get("/metrics").text, "recsys_gateway_precompute_total", trigger=trigger, result="done")
 
 
 def test_a_written_profile_is_answered_before_it_is_asked_and_stale_answers_refresh_behind_requests(
