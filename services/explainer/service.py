@@ -298,11 +298,10 @@ class Explainer:
             todo = [i for i, it in enumerate(items) if it.parent_asin not in cached]
             for i, it in enumerate(items):
                 reasons[i] = cached.get(it.parent_asin)
-            if todo and not inline and not req.queue:
-                pending = 0
-            elif todo and not inline:
-                pending = self.in_background(user_id=req.user_id, profile_version=req.profile_version,
-                                             terms=terms, items=[items[i] for i in todo])
+            if todo and not inline:
+                if req.queue:  # an answer computed ahead of any request queues nothing
+                    pending = self.in_background(user_id=req.user_id, profile_version=req.profile_version,
+                                                 terms=terms, items=[items[i] for i in todo])
             elif todo:
                 assert self.reasoner is not None
                 budget = self.settings.EXPLAINER_LLM_BUDGET_S

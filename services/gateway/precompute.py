@@ -68,12 +68,10 @@ class Precomputer:
         self._queue: OrderedDict[Job, tuple[str, bool]] = OrderedDict()  # job -> (trigger, ahead)
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self.done = 0
 
     def start(self) -> Precomputer:
         """Start on the running event loop (the serving one)."""
-        self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="gateway-precompute")
         return self
@@ -102,11 +100,6 @@ class Precomputer:
             self._queue[job] = (trigger, ahead)
         if self._queue and self._wake is not None:
             self._wake.set()
-
-    def ask_threadsafe(self, jobs: Sequence[Job], *, trigger: str, ahead: bool) -> None:
-        """``ask`` from another thread (the event listener's)."""
-        if self._loop is not None and jobs:
-            self._loop.call_soon_threadsafe(lambda: self.ask(jobs, trigger=trigger, ahead=ahead))
 
     def waiting(self) -> int:
         return len(self._queue)
