@@ -44,7 +44,7 @@ class GatewaySettings(CommonSettings):
         600.0, ge=0, description="after its TTL an answer is served this much longer while it is recomputed "
         "behind the request (stale-while-revalidate; X-Cache: stale); 0: a miss after the TTL")
     # Answers computed ahead of requests (precompute.py): when a user's profile is written (profiles.v1)
-    # their default answers are computed at once; a promoted model (models.v1) recomputes the remembered.
+    # their default answers are computed at once; a promoted model (models.v1) makes every answer stale.
     GATEWAY_PRECOMPUTE: bool = Field(
         True, description="compute each user's default answers when their profile is written and after a "
         "promoted model (this replica's own consumer group); false: only requests fill the cache")

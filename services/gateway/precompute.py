@@ -8,7 +8,8 @@ newest of their reviews) it was built with. This module fills it:
 * **ahead of requests**: a ready or cold-start profile on ``profiles.v1`` means the user's data has
   settled (the profiler debounces their reviews), so their default answers (``GATEWAY_PRECOMPUTE_K``
   items for each of ``GATEWAY_PRECOMPUTE_STRATEGIES``) are computed now, through the same code a request
-  runs; a promoted model on ``models.v1`` marks every answer stale and recomputes the remembered ones.
+  runs; a promoted model on ``models.v1`` marks every answer stale (each is recomputed when next asked)
+  and computes the remembered users' defaults that are missing.
 * **behind requests** (stale-while-revalidate, RFC 5861): an answer older than ``GATEWAY_CACHE_TTL_S``
   but younger than that plus ``GATEWAY_CACHE_STALE_S`` is served at once (``X-Cache: stale``) and
   recomputed here, so the next request reads a fresh one. What no event announces (the retriever's

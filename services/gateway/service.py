@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -182,11 +182,13 @@ class Recommender:
         if user_ids:
             self.precomputer.ask(self.precompute_jobs(user_ids), trigger="profile", ahead=True)
         if promoted:
-            # every remembered answer, and each remembered user's defaults (an answer a missing model
-            # left degraded was never stored)
+            # every answer is stale now and is recomputed when next asked; computed at once are only the
+            # remembered users' defaults that are missing (a missing model left them degraded, unstored),
+            # so a promotion costs nothing up front for the answers that exist
             self.cache.mark_stale()
-            remembered = [Job(*key) for key in self.cache.keys()]
-            jobs = self.precompute_jobs([j.user_id for j in remembered]) + remembered
+            keys = self.cache.keys()
+            have = set(keys)
+            jobs = [j for j in self.precompute_jobs([key[0] for key in keys]) if astuple(j) not in have]
             self.precomputer.ask(jobs, trigger="model", ahead=True)
 
     def on_llm_writes(self, user_ids: set[str]) -> None:
