@@ -319,7 +319,10 @@ class Recommender:
         }
         # a pending re-rank is fresh only GATEWAY_PENDING_TTL_S: after it, a request gets it once more while
         # it is recomputed, and the stored re-rank from then on
-        if store is not None and ctx is not None and not plan.degraded:
+        # a user with reviews answered as a cold one: the retriever did not know their items yet (its
+        # index still loading); not kept, so the next request asks again
+        provisional = bool(plan.retriever_cold) and ctx is not None and ctx.n_reviews > 0
+        if store is not None and ctx is not None and not plan.degraded and not provisional:
             pending = plan.rerank == "pending"
             store.put(key, ctx.stamp, answer, ttl_s=self.settings.GATEWAY_PENDING_TTL_S if pending else None)
         return answer

@@ -201,3 +201,32 @@ def test_a_written_profile_is_answered_before_it_is_asked_and_stale_answers_refr
             assert _recs(c, user, k=3, strategy="popular").headers["X-Cache"] == "hit"
         finally:
             producer.close()
+
+
+def test_an_answer_the_retriever_gave_as_for_a_cold_user_is_kept_only_for_users_without_reviews(
+    gateway_settings: GatewaySettings, seeded: Seeded
+) -> None:
+    """While its index is still loading, the retriever answers a user whose items it does not know yet
+    as a cold one (popular items): for a user with reviews that answer is not kept, so the next request
+    asks again; for a user without any it is the real answer and is kept."""
+    from fastapi import FastAPI
+
+    fake = FastAPI()
+    asked: list[str | None] = []
+
+    @fake.post("/v1/candidates")
+    async def candidates(body: dict[str, Any]) -> dict[str, Any]:
+        asked.append(body.get("user_id"))
+        items = [{"parent_asin": f"{seeded.prefix}ITEM{i}", "title": f"Item {i}", "score": 1.0 / (i + 1)}
+                 for i in range(3)]
+        return {"strategy": body["strategy"], "cold_start": True, "index_version": "loading", "items": items}
+
+    gw = gateway_settings.model_copy(update={"GATEWAY_CACHE_TTL_S": 60.0, "GATEWAY_REASONS": "template"})
+    with serving(fake) as retriever, TestClient(create_app(gw.model_copy(update={"RETRIEVER_URL": retriever.url}))) \
+            as c:
+        for user, kept in ((seeded.warm_user, False), (f"{seeded.prefix}NOBODY", True)):
+            first = _recs(c, user, k=3, strategy="popular")
+            assert first.status_code == 200 and first.json()["degraded"] is False, first.text
+            second = _recs(c, user, k=3, strategy="popular")
+            assert second.headers["X-Cache"] == ("hit" if kept else "miss"), (user, second.headers)
+    assert asked.count(seeded.warm_user) == 2
