@@ -153,6 +153,9 @@ async def readiness(app: FastAPI) -> dict[str, Any]:
     probes = await asyncio.gather(*(svc.clients.probe(n) for n in DEPENDENCIES))
     for name, probe in zip(DEPENDENCIES, probes, strict=True):
         checks[name] = {"ok": True, "required": False, **probe}
+    if svc.precomputer is not None:  # answers waiting to be computed ahead / behind requests, and done
+        checks["precompute"] = {"ok": True, "required": False, "waiting": svc.precomputer.waiting(),
+                                "done": svc.precomputer.done}
     return checks
 
 

@@ -144,6 +144,8 @@ def test_a_written_profile_is_answered_before_it_is_asked_and_stale_answers_refr
                 producer.flush()
                 time.sleep(0.5)
             assert _precomputed(c, "profile") > profile_before
+            ready = c.get("/readyz").json()["checks"]["precompute"]
+            assert ready["done"] >= 1 and ready["waiting"] >= 0
             # the first request reads the answer computed ahead: no retriever call in its Server-Timing
             first = _recs(c, user, k=3, strategy="popular")
             assert first.headers["X-Cache"] == "hit", first.headers
