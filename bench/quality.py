@@ -176,6 +176,8 @@ def main() -> int:
                                          users=users, seed=args.seed, timeout_s=args.timeout)
             print(f"{name}: {'done' if doc else 'not measured'} in {seconds:.0f} s {why}", flush=True)
             rows.append((ds, doc, seconds, why))
+            if seeds:
+                spread[name] = {args.seed: doc}
             for extra in seeds:
                 print(f"{name}: {','.join(seeded)} with seed {extra}", flush=True)
                 more, more_s, more_why = evaluate(ds, data=args.data, out=base / name / f"seed{extra}",
@@ -183,7 +185,6 @@ def main() -> int:
                                                   timeout_s=args.timeout)
                 print(f"{name}: seed {extra} {'done' if more else 'not measured'} in {more_s:.0f} s {more_why}",
                       flush=True)
-                spread.setdefault(name, {})[args.seed] = doc
                 spread[name][extra] = more
     total = time.perf_counter() - started
     print()
