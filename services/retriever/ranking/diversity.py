@@ -146,7 +146,7 @@ def choose_lambda(ranked: Sequence[tuple[list[str], np.ndarray, str, ItemSimilar
     allowed = [lam for lam in lambdas if ndcg[lam] >= (1.0 - max_cost) * base - 1e-12
                and lost[lam] <= max_cost * base_hit + 1e-12]
     chosen = min(allowed) if allowed else 1.0
-    return chosen, {"lambda": chosen, "max_cost": max_cost,
+    return chosen, {"lambda": chosen, "max_cost": max_cost, "allowed": [float(lam) for lam in allowed],
                     "validation_ndcg": {str(lam): round(v, 6) for lam, v in ndcg.items()},
                     "validation_hit_rate": {str(lam): round(v, 6) for lam, v in hits.items()},
                     "validation_lost": {str(lam): round(v, 6) for lam, v in lost.items()},

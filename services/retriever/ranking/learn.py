@@ -44,7 +44,7 @@ LGBM_PARAMS: dict[str, Any] = {
 }
 
 
-MARGIN_SE = 1.0  # standard errors a more complex model must win by (see :func:`select_model`)
+MARGIN_SE = 1.0  # standard errors the blend or the ranker must beat the ensemble by (see :func:`select_model`)
 BAGS = 5  # boosters per LambdaRank model (see :class:`LambdaRanker`)
 
 
@@ -263,14 +263,35 @@ class Selection:
     margins: dict[str, float] = field(default_factory=dict)
 
 
+def choose_model(gains: dict[str, np.ndarray], *, margin_se: float = MARGIN_SE) -> tuple[str, dict[str, float]]:
+    """The model to serve from each model's per-query validation gains (``blend``, ``lambdarank``,
+    ``ensemble``, the same queries in the same order): the ensemble (the blend and the ranker averaged)
+    unless the blend or the ranker alone beats it by more than ``margin_se`` standard errors of the
+    paired per-query difference (when both do, the larger mean gain). A few hundred validation users
+    rarely tell the three apart; when they cannot, the average of two models is the choice with the
+    least variance, and a choice made on their noise is not (docs/evaluation.md, seventh pass).
+    Returns the choice and each challenger's mean gain over the ensemble with its standard error."""
+    margins: dict[str, float] = {}
+    wins: dict[str, float] = {}
+    base = np.asarray(gains["ensemble"], dtype=np.float64)
+    for n in ("blend", "lambdarank"):
+        diff = np.asarray(gains[n], dtype=np.float64) - base
+        se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        margins[f"{n}-ensemble"] = round(float(diff.mean()), 6)
+        margins[f"{n}-ensemble:se"] = round(se, 6)
+        if diff.mean() > margin_se * se + 1e-12:
+            wins[n] = float(diff.mean())
+    return (max(wins, key=lambda n: wins[n]) if wins else "ensemble"), margins
+
+
 def select_model(q: Queries, *, names: Sequence[str], feature_names: Sequence[str], k: int,
                  min_queries: int = 100, folds: int = 2, seed: int = 13,
                  query_user: Sequence[str] | None = None, margin_se: float | None = None,
                  ) -> tuple[Any, Selection]:
-    """Cross-fit the blend, the ranker and their ensemble over ``folds`` user folds and keep the simplest
-    that is not beaten by more than ``margin_se`` (default :data:`MARGIN_SE`) standard errors of the
-    paired per-query NDCG@k difference (the blend when there are fewer than ``min_queries`` users with a
-    reachable target); refit it on all of ``q``."""
+    """Cross-fit the blend, the ranker and their ensemble over ``folds`` user folds and keep the ensemble
+    unless the blend or the ranker alone beats it by more than ``margin_se`` (default :data:`MARGIN_SE`)
+    standard errors of the paired per-query NDCG@k difference (the blend when there are fewer than
+    ``min_queries`` users with a reachable target); refit it on all of ``q``."""
     n_src = len(names)
     norm = q.matrix[:, :n_src]
     singles = {n: ndcg_at(q, norm[:, j], k) for j, n in enumerate(names)}
@@ -284,7 +305,7 @@ def select_model(q: Queries, *, names: Sequence[str], feature_names: Sequence[st
     distinct = sorted(set(keys))
     user_fold = dict(zip(distinct, np.random.default_rng(seed).permutation(len(distinct)) % folds, strict=True))
     fold_of = np.asarray([user_fold[u] for u in keys])
-    cf_blend, cf_rank, cf_ens, cf_single, trees = [], [], [], [], []
+    trees: list[int] = []
     oof = {n: np.zeros(len(q.group)) for n in ("blend", "lambdarank", "ensemble")}
     best_single = int(np.argmax([singles[n] for n in names]))
     for f in range(folds):
@@ -292,40 +313,23 @@ def select_model(q: Queries, *, names: Sequence[str], feature_names: Sequence[st
         train_g = np.flatnonzero(fold_of != f)
         qt, qv = q.subset(train_g), q.subset(test_g)
         b, _ = coordinate_ascent(qt, n_sources=n_src, k=k)
-        cf_blend.append(ndcg_at(qv, b.predict(qv.matrix), k) * len(qv))
-        cf_single.append(ndcg_at(qv, qv.matrix[:, best_single], k) * len(qv))
         # early stopping on a slice of the training fold, never on the fold being scored
         inner = np.random.default_rng(seed + f).permutation(len(qt)) % 5 == 0
         model, n_trees = train_lambdarank(qt.subset(np.flatnonzero(~inner)), feature_names=feature_names,
                                           valid=qt.subset(np.flatnonzero(inner)))
         trees.append(n_trees)
-        cf_rank.append(ndcg_at(qv, model.predict(qv.matrix), k) * len(qv))
         ens = EnsembleModel.of(b, model, qt.matrix)
-        cf_ens.append(ndcg_at(qv, ens.predict(qv.matrix), k) * len(qv))
         rows = np.flatnonzero(np.isin(q.group, test_g))  # qv's rows, in the same order
         for n, m in (("blend", b), ("lambdarank", model), ("ensemble", ens)):
             oof[n][rows] = m.predict(qv.matrix)
-    cross = {"single:" + names[best_single]: sum(cf_single) / len(q), "blend": sum(cf_blend) / len(q),
-             "lambdarank": sum(cf_rank) / len(q), "ensemble": sum(cf_ens) / len(q)}
-    cross = {n: round(v, 6) for n, v in cross.items()}
+    scores_of = {"single:" + names[best_single]: norm[:, best_single], **oof}
+    cross = {n: round(float(query_gains(q, sc, k).mean()), 6) for n, sc in scores_of.items()}
     # HR@k of the same out-of-fold scores, reported beside the NDCG@k the choice is made on (a model
     # chosen on NDCG can place fewer targets in the top k than the one it beat)
-    cross_hit = {"single:" + names[best_single]: hit_at(q, norm[:, best_single], k),
-                 **{n: hit_at(q, oof[n], k) for n in ("blend", "lambdarank", "ensemble")}}
-    cross_hit = {n: round(v, 6) for n, v in cross_hit.items()}
+    cross_hit = {n: round(hit_at(q, sc, k), 6) for n, sc in scores_of.items()}
     n_trees = max(10, int(round(float(np.mean(trees)))))
-    # the simplest model that is not beaten by more than the noise: blend, then the ranker, then both
-    # together; a more complex one replaces the current choice only when its mean gain per validation
-    # user over it exceeds ``margin_se`` standard errors of that paired difference
-    chosen = "blend"
-    margins: dict[str, float] = {}
-    for n in ("lambdarank", "ensemble"):
-        diff = query_gains(q, oof[n], k) - query_gains(q, oof[chosen], k)
-        se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
-        margins[f"{n}-{chosen}"] = round(float(diff.mean()), 6)
-        margins[f"{n}-{chosen}:se"] = round(se, 6)
-        if diff.mean() > (MARGIN_SE if margin_se is None else margin_se) * se + 1e-12:
-            chosen = n
+    chosen, margins = choose_model({n: query_gains(q, oof[n], k) for n in oof},
+                                   margin_se=MARGIN_SE if margin_se is None else margin_se)
     if chosen == "blend":
         return blend, Selection("blend", cross, in_sample, folds=folds, out_of_fold=oof["blend"], margins=margins,
                                cross_fit_hit=cross_hit)

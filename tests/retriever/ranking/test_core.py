@@ -97,6 +97,11 @@ def test_diversity_is_bought_within_its_validation_budget(fitted: tuple[RankingC
     assert core.mmr_lambda == div["lambda"] < 1.0  # planted clusters: diversity is cheap here
     assert nd[core.mmr_lambda] >= (1 - div["max_cost"]) * nd[1.0]
     assert div["intra_list_similarity"][str(core.mmr_lambda)] < div["intra_list_similarity"]["1.0"]
+    # within the budget on the out-of-fold scores and on the served model's own: the most diverse such
+    served = div["served_scores"]
+    assert core.mmr_lambda == min(set(div["allowed"]) & set(served["allowed"]))
+    snd = {float(k): v for k, v in served["validation_ndcg"].items()}
+    assert snd[core.mmr_lambda] >= (1 - div["max_cost"]) * snd[1.0]
     history = ["c2i0", "c5i3", "c2i1"]
     assert core.similarity is not None
     mixed = [r.parent_asin for r in core.rank(history=history, k=10, exclude=set(history))]
