@@ -196,11 +196,9 @@ class ReasonCache:
             }
             for asin, reason in reasons
         ]
-        try:
-            self._write(rows, uid)
-        finally:  # write through: committed before this replica serves them (a failed write is logged)
-            for asin, reason in ((str(r["parent_asin"]), str(r["reason"])) for r in rows):
-                self.lru.put((uid, profile_version, asin, model_name), reason)
+        self._write(rows, uid)  # write through: committed before this replica serves them (failures logged)
+        for asin, reason in ((str(r["parent_asin"]), str(r["reason"])) for r in rows):
+            self.lru.put((uid, profile_version, asin, model_name), reason)
 
     def _write(self, rows: list[dict[str, Any]], uid: str) -> None:
         if not rows or not self.database_url:
@@ -285,10 +283,8 @@ class RerankStore:
     def put(self, key: RerankKey, *, items: list[dict[str, Any]], method: str, parsed: int) -> None:
         """Write through: the row is committed before this replica serves it as stored, so a stored
         answer is one every replica can read (a failed write still serves it here, and is logged)."""
-        try:
-            self._write(key, items=items, method=method, parsed=parsed)
-        finally:
-            self.lru.put(key, {"items": items, "method": method, "parsed": parsed})
+        self._write(key, items=items, method=method, parsed=parsed)
+        self.lru.put(key, {"items": items, "method": method, "parsed": parsed})
 
     def _write(self, key: RerankKey, *, items: list[dict[str, Any]], method: str, parsed: int) -> None:
         if not self.database_url:

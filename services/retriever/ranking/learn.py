@@ -323,13 +323,13 @@ def select_model(q: Queries, *, names: Sequence[str], feature_names: Sequence[st
         for n, m in (("blend", b), ("lambdarank", model), ("ensemble", ens)):
             oof[n][rows] = m.predict(qv.matrix)
     scores_of = {"single:" + names[best_single]: norm[:, best_single], **oof}
-    cross = {n: round(float(query_gains(q, sc, k).mean()), 6) for n, sc in scores_of.items()}
+    gains = {n: query_gains(q, sc, k) for n, sc in scores_of.items()}
+    cross = {n: round(float(g.mean()), 6) for n, g in gains.items()}
     # HR@k of the same out-of-fold scores, reported beside the NDCG@k the choice is made on (a model
     # chosen on NDCG can place fewer targets in the top k than the one it beat)
     cross_hit = {n: round(hit_at(q, sc, k), 6) for n, sc in scores_of.items()}
     n_trees = max(10, int(round(float(np.mean(trees)))))
-    chosen, margins = choose_model({n: query_gains(q, oof[n], k) for n in oof},
-                                   margin_se=MARGIN_SE if margin_se is None else margin_se)
+    chosen, margins = choose_model(gains, margin_se=MARGIN_SE if margin_se is None else margin_se)
     if chosen == "blend":
         return blend, Selection("blend", cross, in_sample, folds=folds, out_of_fold=oof["blend"], margins=margins,
                                cross_fit_hit=cross_hit)
